@@ -1,0 +1,186 @@
+package config
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestLoadExample(t *testing.T) {
+	cfg, err := Load("../config.example.yaml")
+	if err != nil {
+		t.Fatalf("Load: %v", err)
+	}
+	if got := cfg.Listeners[0].Address; got != DefaultListenAddress {
+		t.Errorf("listener address = %q, want %q", got, DefaultListenAddress)
+	}
+	g, ok := cfg.Providers["google"]
+	if !ok {
+		t.Fatal("provider google missing")
+	}
+	if g.Upstream.Address != GoogleSMTPAddress || g.Upstream.TLS != TLSImplicit {
+		t.Errorf("upstream = %+v, want %s implicit", g.Upstream, GoogleSMTPAddress)
+	}
+	if !filepath.IsAbs(cfg.Store.Path) {
+		t.Errorf("store path %q is not absolute", cfg.Store.Path)
+	}
+	if cfg.Limits.MaxMessageBytes != DefaultMaxMessageBytes {
+		t.Errorf("max_message_bytes = %d", cfg.Limits.MaxMessageBytes)
+	}
+}
+
+// The example sets each key to its default, so the two must agree.
+func TestExampleMatchesDefaults(t *testing.T) {
+	example, err := Load("../config.example.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	minimal := writeConfig(t, `
+store:
+  path: state/bridge.db
+providers:
+  google:
+    client_id: 1234567890-example.apps.googleusercontent.com
+    client_secret: GOCSPX-replace-me
+`)
+	def, err := Load(minimal)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if example.Limits != def.Limits {
+		t.Errorf("limits: example %+v, defaults %+v", example.Limits, def.Limits)
+	}
+	if example.Throttle != def.Throttle {
+		t.Errorf("throttle: example %+v, defaults %+v", example.Throttle, def.Throttle)
+	}
+	if example.Pool != def.Pool {
+		t.Errorf("pool: example %+v, defaults %+v", example.Pool, def.Pool)
+	}
+	if example.Log != def.Log {
+		t.Errorf("log: example %+v, defaults %+v", example.Log, def.Log)
+	}
+	eg, dg := example.Providers["google"], def.Providers["google"]
+	if eg.AuthURL != dg.AuthURL || eg.TokenURL != dg.TokenURL || eg.UserinfoURL != dg.UserinfoURL ||
+		eg.Upstream != dg.Upstream || strings.Join(eg.Scopes, " ") != strings.Join(dg.Scopes, " ") {
+		t.Errorf("google: example %+v, defaults %+v", eg, dg)
+	}
+}
+
+func writeConfig(t *testing.T, body string) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "config.yaml")
+	if err := os.WriteFile(path, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+func TestUnknownKeyHasLine(t *testing.T) {
+	path := writeConfig(t, `providers:
+  google:
+    client_id: x
+    client_secret: y
+limits:
+  max_mesage_bytes: 10
+`)
+	_, err := Load(path)
+	var ps Problems
+	if !errors.As(err, &ps) || len(ps) != 1 {
+		t.Fatalf("err = %v, want one problem", err)
+	}
+	if ps[0].Line != 6 {
+		t.Errorf("line = %d, want 6", ps[0].Line)
+	}
+	if !strings.Contains(ps[0].Error(), `unknown key "max_mesage_bytes"`) {
+		t.Errorf("message = %q", ps[0].Error())
+	}
+}
+
+func TestValidateReportsAllProblems(t *testing.T) {
+	path := writeConfig(t, `listeners:
+  - address: 0.0.0.0:25
+  - address: nonsense
+    tls: sometimes
+providers:
+  google:
+    client_id: ""
+    client_secret: y
+    upstream:
+      tls: maybe
+log:
+  level: loud
+`)
+	_, err := Load(path)
+	var ps Problems
+	if !errors.As(err, &ps) {
+		t.Fatalf("err = %v, want Problems", err)
+	}
+	want := []struct {
+		line int
+		text string
+	}{
+		{3, "not loopback"},
+		{3, "invalid address"},
+		{5, "invalid mode \"sometimes\""},
+		{8, "client_id: missing"},
+		{11, "invalid mode \"maybe\""},
+		{13, "invalid level \"loud\""},
+	}
+	got := err.Error()
+	for _, w := range want {
+		if !strings.Contains(got, w.text) {
+			t.Errorf("problems lack %q:\n%s", w.text, got)
+		}
+	}
+	for _, p := range ps {
+		if p.Line == 0 {
+			t.Errorf("problem without line: %v", p)
+		}
+	}
+	if !strings.HasPrefix(got, path+":") {
+		t.Errorf("problems do not start with the file name: %s", got)
+	}
+}
+
+func TestDurationsAndRelativePaths(t *testing.T) {
+	path := writeConfig(t, `providers:
+  google:
+    client_id: x
+    client_secret: y
+    upstream:
+      address: 127.0.0.1:587
+limits:
+  read_timeout: 90s
+store:
+  path: data/b.db
+`)
+	cfg, err := Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Limits.ReadTimeout != 90*time.Second {
+		t.Errorf("read_timeout = %v", cfg.Limits.ReadTimeout)
+	}
+	if got := cfg.Providers["google"].Upstream.TLS; got != TLSStartTLS {
+		t.Errorf("port 587 tls = %q, want starttls", got)
+	}
+	dir := filepath.Dir(path)
+	if cfg.Store.Path != filepath.Join(dir, "data/b.db") {
+		t.Errorf("store path = %q", cfg.Store.Path)
+	}
+	if cfg.Store.KeyFile != filepath.Join(dir, "data", DefaultKeyFile) {
+		t.Errorf("key file = %q", cfg.Store.KeyFile)
+	}
+}
+
+func TestSecretRedacted(t *testing.T) {
+	s := Secret("GOCSPX-very-secret")
+	for _, out := range []string{s.String(), s.GoString()} {
+		if strings.Contains(out, "very-secret") {
+			t.Errorf("secret printed: %q", out)
+		}
+	}
+}
