@@ -245,4 +245,3 @@ func TestBDATRecorded(t *testing.T) {
 		t.Errorf("data = %q, want %q", msgs[0].Data, chunk)
 	}
 }
-
