@@ -235,7 +235,7 @@ func (c *conn) greet() error {
 			c.drop()
 			return net.ErrClosed
 		case f.Reply != nil:
-			// A server that greets with an error has nothing more to say.
+			// A server that greets with an error closes the connection.
 			c.writeLines(c.srv.rewriteReply(c, errorLines(f.Reply)))
 			c.drop()
 			return net.ErrClosed

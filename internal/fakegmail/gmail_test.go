@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bridgemail/bridge/internal/testcert"
 	"github.com/emersion/go-smtp"
 )
 
@@ -243,5 +244,23 @@ func TestBDATRecorded(t *testing.T) {
 	msgs := s.WaitMessages(t, 1, 5*time.Second)
 	if string(msgs[0].Data) != chunk {
 		t.Errorf("data = %q, want %q", msgs[0].Data, chunk)
+	}
+}
+
+func TestUntrustedCertificateFailsHandshake(t *testing.T) {
+	s := Start(t, Options{Certs: testcert.NewUntrusted(t), CheckToken: tokenFor})
+	trusted := testcert.New(t)
+
+	c, err := smtp.DialStartTLS(s.Addr(), trusted.ClientTLS("localhost"))
+	if err == nil {
+		// The client runs EHLO and STARTTLS with its first command.
+		err = c.Hello("printer")
+		c.Close()
+	}
+	if err == nil {
+		t.Fatal("STARTTLS verified a certificate from another CA")
+	}
+	if !strings.Contains(err.Error(), "certificate") {
+		t.Errorf("error = %v, want a certificate error", err)
 	}
 }

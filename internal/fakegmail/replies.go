@@ -9,8 +9,8 @@ import (
 )
 
 // Canned Gmail replies. The server appends the connection id and " - gsmtp"
-// when it sends them, as Gmail does; the Message fields hold the text that
-// go-smtp's client reports without that suffix.
+// when it sends them, as Gmail does. The Message fields contain the text
+// that go-smtp's client reports, minus that suffix.
 var (
 	// TooManyLoginAttempts is Gmail's reply to AUTH when an account logs in
 	// too often in quick succession.
