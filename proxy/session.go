@@ -1,0 +1,352 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/emersion/go-sasl"
+	"github.com/emersion/go-smtp"
+
+	"github.com/bridgemail/bridge/auth"
+	"github.com/bridgemail/bridge/store"
+)
+
+// session is one client connection. go-smtp calls its methods from the
+// connection's goroutine, one at a time, except that Data runs in its own
+// goroutine during BDAT; the methods never overlap.
+type session struct {
+	srv    *Server
+	conn   *smtp.Conn
+	id     string
+	log    *slog.Logger
+	ctx    context.Context
+	cancel context.CancelFunc
+	start  time.Time
+
+	// Set by a successful AUTH.
+	user         *store.User
+	userName     string
+	providerName string
+
+	// The current transaction.
+	up      *upstream
+	inTx    bool
+	from    string
+	rcpts   int
+	txStart time.Time
+}
+
+var _ smtp.AuthSession = (*session)(nil)
+
+// AuthMechanisms returns the mechanisms offered in EHLO.
+func (s *session) AuthMechanisms() []string {
+	return []string{sasl.Plain, auth.Login}
+}
+
+// Auth returns the SASL server for mech.
+func (s *session) Auth(mech string) (sasl.Server, error) {
+	switch mech {
+	case sasl.Plain:
+		return sasl.NewPlainServer(func(identity, username, password string) error {
+			if identity != "" && identity != username {
+				// Sending on behalf of another user is not offered.
+				return s.authFailed(username, "authorization identity differs from username")
+			}
+			return s.authenticate(username, password)
+		}), nil
+	case auth.Login:
+		return auth.NewLoginServer(s.authenticate), nil
+	}
+	return nil, smtp.ErrAuthUnknownMechanism
+}
+
+// authenticate checks the local credentials against the store.
+func (s *session) authenticate(username, password string) error {
+	if s.user != nil {
+		return &smtp.SMTPError{Code: 503, EnhancedCode: smtp.EnhancedCode{5, 5, 1}, Message: "Already authenticated"}
+	}
+	if wait := s.srv.throttle.delay(s.remoteIP(), username); wait < 0 {
+		s.log.Warn("AUTH rejected: locked out after repeated failures", "user", username)
+		return s.reply(&smtp.SMTPError{Code: 454, EnhancedCode: smtp.EnhancedCode{4, 7, 0},
+			Message: "Too many failed logins, try again later"})
+	} else if wait > 0 {
+		select {
+		case <-time.After(wait):
+		case <-s.ctx.Done():
+			return s.ctx.Err()
+		}
+	}
+
+	u, err := s.srv.users.User(username)
+	hash := u.PasswordHash
+	if err != nil {
+		hash = ""
+		if !errors.Is(err, store.ErrNotFound) {
+			s.log.Error("reading user", "user", username, "err", err)
+		}
+	}
+	// Check runs argon2id for unknown users too, so they take as long as
+	// a wrong password.
+	if !s.srv.passwords.Check(hash, password) {
+		if err != nil {
+			return s.authFailed(username, "no such user")
+		}
+		return s.authFailed(username, "wrong password")
+	}
+
+	s.srv.throttle.success(s.remoteIP(), username)
+	s.user = &u
+	s.userName = u.Name
+	s.providerName = u.Provider
+	s.log = s.log.With("user", u.Name, "account", u.Account)
+	s.log.Info("authenticated")
+	go func() {
+		if err := s.srv.users.TouchUser(u.Name, time.Now()); err != nil {
+			s.srv.log.Warn("recording last use", "user", u.Name, "err", err)
+		}
+	}()
+	return nil
+}
+
+func (s *session) authFailed(username, reason string) error {
+	locked := s.srv.throttle.failure(s.remoteIP(), username)
+	s.log.Warn("AUTH failed", "user", username, "reason", reason)
+	if locked {
+		s.log.Warn("locking out AUTH after repeated failures", "user", username,
+			"client", s.remoteIP(), "for", s.srv.cfg().Throttle.Lockout)
+	}
+	return s.reply(errAuthFailed)
+}
+
+// reply appends the session id to a local reply.
+func (s *session) reply(e *smtp.SMTPError) *smtp.SMTPError {
+	out := *e
+	out.Message += " [" + s.id + "]"
+	return &out
+}
+
+// Mail starts a transaction: it gets an access token, connects and
+// authenticates upstream (or takes a pooled connection), and sends MAIL.
+func (s *session) Mail(from string, opts *smtp.MailOptions) error {
+	if s.user == nil {
+		return s.reply(errAuthRequired)
+	}
+	if len(s.user.AllowedSenders) > 0 && !slices.ContainsFunc(s.user.AllowedSenders, func(a string) bool {
+		return strings.EqualFold(a, from)
+	}) {
+		s.log.Warn("envelope sender not allowed", "from", from)
+		return s.reply(&smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 7, 1},
+			Message: fmt.Sprintf("Sender <%s> is not allowed for this login", from)})
+	}
+
+	p, ok := s.srv.provider(s.providerName)
+	if !ok {
+		return s.toReply("mail", fmt.Errorf("user %s names provider %q, which is not configured", s.userName, s.providerName))
+	}
+
+	upOpts := &smtp.MailOptions{Size: opts.Size, Body: opts.Body, UTF8: opts.UTF8}
+	s.txStart = time.Now()
+	for attempt := 0; ; attempt++ {
+		up, err := s.srv.pool.get(s.ctx, p, s.user.Account)
+		if err != nil {
+			return s.toReply("connect", err)
+		}
+		err = up.client.Mail(from, upOpts)
+		if err == nil {
+			s.up, s.inTx, s.from, s.rcpts = up, true, from, 0
+			return nil
+		}
+		var se *smtp.SMTPError
+		stale := !errors.As(err, &se) || se.Code == 421
+		if stale && up.used > 0 && attempt == 0 {
+			// A pooled connection that the server closed while it was
+			// idle: replace it without bothering the client.
+			s.log.Debug("pooled upstream connection is dead; reconnecting", "err", err)
+			up.client.Close()
+			s.srv.pool.discardIdle(up.account)
+			continue
+		}
+		s.srv.pool.release(up, !stale)
+		return s.toReply("mail", err)
+	}
+}
+
+// Rcpt sends one recipient upstream and returns the server's verdict for
+// it.
+func (s *session) Rcpt(to string, opts *smtp.RcptOptions) error {
+	if s.user == nil {
+		return s.reply(errAuthRequired)
+	}
+	if s.up == nil {
+		return s.toReply("rcpt", io.ErrUnexpectedEOF)
+	}
+	if max := s.srv.cfg().Limits.MaxRecipients; s.rcpts >= max {
+		return s.reply(&smtp.SMTPError{Code: 452, EnhancedCode: smtp.EnhancedCode{4, 5, 3},
+			Message: fmt.Sprintf("Too many recipients: at most %d per message", max)})
+	}
+	if err := s.up.client.Rcpt(to, nil); err != nil {
+		var se *smtp.SMTPError
+		if !errors.As(err, &se) {
+			s.dropUpstream()
+		}
+		return s.toReply("rcpt", err)
+	}
+	s.rcpts++
+	return nil
+}
+
+// Data streams the message upstream as it arrives and returns the
+// upstream's reply to the end of data. The client never gets 250 unless
+// the upstream answered 250.
+func (s *session) Data(r io.Reader) error {
+	if s.user == nil {
+		return s.reply(errAuthRequired)
+	}
+	if s.up == nil {
+		return s.toReply("data", io.ErrUnexpectedEOF)
+	}
+	up := s.up
+
+	w, err := up.client.Data()
+	if err != nil {
+		var se *smtp.SMTPError
+		if !errors.As(err, &se) {
+			s.dropUpstream()
+		}
+		return s.toReply("data", err)
+	}
+
+	meta := &messageMeta{}
+	size, readErr, writeErr := s.copyData(w, r, meta)
+	if readErr != nil || writeErr != nil {
+		// The final dot must not reach the upstream for a message that
+		// did not arrive whole, so the connection is dropped instead.
+		s.dropUpstream()
+		if readErr != nil {
+			s.log.Info("message not relayed: client data failed", "size", size, "err", readErr)
+			var se *smtp.SMTPError
+			if errors.As(readErr, &se) {
+				return s.reply(se)
+			}
+			return s.reply(&smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 4, 2},
+				Message: "Message not relayed: reading it from the client failed"})
+		}
+		return s.toReply("data", writeErr)
+	}
+
+	resp, err := w.CloseWithResponse()
+	duration := time.Since(s.txStart).Round(time.Millisecond)
+	if err != nil {
+		var se *smtp.SMTPError
+		if !errors.As(err, &se) {
+			s.dropUpstream()
+		}
+		s.log.Warn("message not relayed", "message_id", meta.messageID(), "size", size,
+			"recipients", s.rcpts, "reply", replyText(err), "duration", duration)
+		return s.toReply("data end", err)
+	}
+
+	s.inTx = false
+	up.used++
+	reply := parseReply(250, resp.StatusText)
+	s.log.Info("message relayed", "message_id", meta.messageID(), "size", size,
+		"recipients", s.rcpts, "reply", fmt.Sprintf("%d %d.%d.%d %s", reply.Code,
+			reply.EnhancedCode[0], reply.EnhancedCode[1], reply.EnhancedCode[2], oneLine(reply.Message)),
+		"duration", duration)
+	return s.reply(reply)
+}
+
+// copyData copies the message from the client to the upstream, with a
+// write deadline on each chunk, and collects the headers the log needs.
+func (s *session) copyData(w io.Writer, r io.Reader, meta *messageMeta) (size int64, readErr, writeErr error) {
+	buf := make([]byte, 32*1024)
+	timeout := s.srv.cfg().Limits.UpstreamTimeout
+	for {
+		n, err := r.Read(buf)
+		if n > 0 {
+			meta.write(buf[:n])
+			s.up.conn.SetWriteDeadline(time.Now().Add(timeout))
+			if _, werr := w.Write(buf[:n]); werr != nil {
+				return size, nil, werr
+			}
+			size += int64(n)
+		}
+		if errors.Is(err, io.EOF) {
+			s.up.conn.SetWriteDeadline(time.Time{})
+			return size, nil, nil
+		}
+		if err != nil {
+			return size, err, nil
+		}
+	}
+}
+
+// dropUpstream closes the upstream connection of the transaction without
+// finishing it.
+func (s *session) dropUpstream() {
+	if s.up != nil {
+		s.up.client.Close()
+		s.up = nil
+	}
+	s.inTx = false
+}
+
+// Reset ends the transaction. go-smtp calls it after every DATA, on RSET
+// and on a new EHLO. An upstream that is mid-transaction gets RSET; the
+// connection then goes back to the pool.
+func (s *session) Reset() {
+	if s.up == nil {
+		return
+	}
+	clean := true
+	if s.inTx {
+		if err := s.up.client.Reset(); err != nil {
+			clean = false
+		}
+	}
+	s.srv.pool.release(s.up, clean)
+	s.up, s.inTx, s.from, s.rcpts = nil, false, "", 0
+}
+
+// Logout ends the session when the client quits or the connection closes.
+func (s *session) Logout() error {
+	s.Reset()
+	s.cancel()
+	s.srv.sessionDone()
+	s.log.Debug("session closed", "duration", time.Since(s.start).Round(time.Millisecond))
+	return nil
+}
+
+func (s *session) remoteIP() string {
+	addr := s.conn.Conn().RemoteAddr().String()
+	if host, _, err := splitHostPort(addr); err == nil {
+		return host
+	}
+	return addr
+}
+
+// parseReply splits the enhanced status code off a reply text.
+func parseReply(code int, text string) *smtp.SMTPError {
+	reply := &smtp.SMTPError{Code: code, EnhancedCode: smtp.EnhancedCode{code / 100, 0, 0}, Message: text}
+	var a, b, c int
+	if n, _ := fmt.Sscanf(text, "%d.%d.%d", &a, &b, &c); n == 3 && a == code/100 {
+		reply.EnhancedCode = smtp.EnhancedCode{a, b, c}
+		_, reply.Message, _ = strings.Cut(text, " ")
+	}
+	return reply
+}
+
+func replyText(err error) string {
+	var se *smtp.SMTPError
+	if errors.As(err, &se) {
+		return fmt.Sprintf("%d %d.%d.%d %s", se.Code, se.EnhancedCode[0], se.EnhancedCode[1],
+			se.EnhancedCode[2], oneLine(se.Message))
+	}
+	return err.Error()
+}

@@ -1,0 +1,117 @@
+package proxy
+
+import (
+	"sync"
+	"time"
+
+	"github.com/bridgemail/bridge/config"
+)
+
+// throttle slows down and then locks out repeated AUTH failures, per
+// client address and per username, so a password cannot be guessed at
+// line speed. It is safe for concurrent use.
+type throttle struct {
+	settings func() config.Throttle
+	now      func() time.Time
+
+	mu      sync.Mutex
+	entries map[string]*failures
+}
+
+type failures struct {
+	count       int
+	last        time.Time
+	lockedUntil time.Time
+}
+
+func newThrottle(settings func() config.Throttle) *throttle {
+	return &throttle{settings: settings, now: time.Now, entries: make(map[string]*failures)}
+}
+
+func throttleKeys(ip, user string) []string {
+	return []string{"ip " + ip, "user " + user}
+}
+
+// delay returns how long to wait before checking a login, or a negative
+// duration while the client address or the username is locked out.
+func (t *throttle) delay(ip, user string) time.Duration {
+	cfg := t.settings()
+	now := t.now()
+	t.mu.Lock()
+	defer t.mu.Unlock()
+
+	var wait time.Duration
+	for _, k := range throttleKeys(ip, user) {
+		f := t.current(k, cfg, now)
+		if f == nil {
+			continue
+		}
+		if now.Before(f.lockedUntil) {
+			return -1
+		}
+		if extra := f.count - cfg.FreeFailures; extra >= 0 {
+			d := cfg.BaseDelay << min(extra, 20)
+			if d > cfg.MaxDelay || d <= 0 {
+				d = cfg.MaxDelay
+			}
+			wait = max(wait, d)
+		}
+	}
+	return wait
+}
+
+// failure records a failed login and reports whether it started a
+// lockout, so the caller logs each lockout once.
+func (t *throttle) failure(ip, user string) (lockedNow bool) {
+	cfg := t.settings()
+	now := t.now()
+	t.mu.Lock()
+	defer t.mu.Unlock()
+
+	for _, k := range throttleKeys(ip, user) {
+		f := t.current(k, cfg, now)
+		if f == nil {
+			f = &failures{}
+			t.entries[k] = f
+		}
+		f.count++
+		f.last = now
+		if cfg.LockoutAfter > 0 && f.count >= cfg.LockoutAfter && !now.Before(f.lockedUntil) {
+			f.lockedUntil = now.Add(cfg.Lockout)
+			f.count = 0
+			lockedNow = true
+		}
+	}
+	if len(t.entries) > 100000 {
+		t.prune(cfg, now)
+	}
+	return lockedNow
+}
+
+// success clears the failures of the username; those of the address stay,
+// so one valid login does not reset a scan of other usernames.
+func (t *throttle) success(ip, user string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	delete(t.entries, "user "+user)
+}
+
+// current returns the live entry of key, dropping one whose failures and
+// lockout have both expired.
+func (t *throttle) current(key string, cfg config.Throttle, now time.Time) *failures {
+	f, ok := t.entries[key]
+	if !ok {
+		return nil
+	}
+	if now.Sub(f.last) > cfg.Window && !now.Before(f.lockedUntil) {
+		delete(t.entries, key)
+		return nil
+	}
+	return f
+}
+
+func (t *throttle) prune(cfg config.Throttle, now time.Time) {
+	for k := range t.entries {
+		t.current(k, cfg, now)
+	}
+}
