@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 
+	"github.com/bridgemail/bridge/admin"
 	"github.com/bridgemail/bridge/auth"
 	"github.com/bridgemail/bridge/config"
 	"github.com/bridgemail/bridge/proxy"
@@ -41,6 +42,12 @@ func runServe(ctx context.Context, e env, args []string) error {
 	if err := d.server.Start(); err != nil {
 		return err
 	}
+	adminServer, err := admin.Listen(cfg.Store.AdminSocket, d.adminHandler(), log)
+	if err != nil {
+		d.server.Shutdown(context.Background())
+		return err
+	}
+	defer adminServer.Close()
 	log.Info("bridge started", "version", versionString(), "config", cfg.Path, "store", cfg.Store.Path)
 
 	<-ctx.Done()
@@ -56,8 +63,12 @@ func runServe(ctx context.Context, e env, args []string) error {
 
 // daemon is everything serve runs.
 type daemon struct {
-	store  *store.Store
-	server *proxy.Server
+	cfg       *config.Config
+	log       *slog.Logger
+	store     *store.Store
+	providers map[string]*auth.Provider
+	tokens    *auth.Tokens
+	server    *proxy.Server
 }
 
 func openDaemon(cfg *config.Config, log *slog.Logger) (*daemon, error) {
@@ -98,7 +109,7 @@ func openDaemon(cfg *config.Config, log *slog.Logger) (*daemon, error) {
 		st.Close()
 		return nil, err
 	}
-	return &daemon{store: st, server: srv}, nil
+	return &daemon{cfg: cfg, log: log, store: st, providers: providers, tokens: tokens, server: srv}, nil
 }
 
 func (d *daemon) close() {
