@@ -433,3 +433,73 @@ func TestTooManyRecipients(t *testing.T) {
 		t.Fatalf("third RCPT: %v, want 452", err)
 	}
 }
+
+func TestRelayBDAT(t *testing.T) {
+	h := newHarness(t, bridgetest.Options{})
+	r := h.raw(t)
+	r.cmd("EHLO printer", "250")
+	r.cmd("AUTH PLAIN "+b64("\x00"+testUser+"\x00"+testPassword), "235")
+	r.cmd("MAIL FROM:<"+testAccount+">", "250")
+	r.cmd("RCPT TO:<a@example.org>", "250")
+	first, second := testMessage[:40], testMessage[40:]
+	r.send(fmt.Sprintf("BDAT %d", len(first)))
+	r.conn.Write([]byte(first))
+	r.expect("250")
+	r.send(fmt.Sprintf("BDAT %d LAST", len(second)))
+	r.conn.Write([]byte(second))
+	r.expect("250 2.0.0")
+	m := h.Gmail.WaitMessages(t, 1, 5*time.Second)[0]
+	if string(m.Data) != testMessage {
+		t.Errorf("data = %q", m.Data)
+	}
+}
+
+func TestBDATAbortedByRSET(t *testing.T) {
+	h := newHarness(t, bridgetest.Options{})
+	r := h.raw(t)
+	r.cmd("EHLO printer", "250")
+	r.cmd("AUTH PLAIN "+b64("\x00"+testUser+"\x00"+testPassword), "235")
+	r.cmd("MAIL FROM:<"+testAccount+">", "250")
+	r.cmd("RCPT TO:<a@example.org>", "250")
+	r.send("BDAT 10")
+	r.conn.Write([]byte("0123456789"))
+	r.expect("250")
+	r.cmd("RSET", "250")
+
+	// The aborted message never reaches the upstream, and the session
+	// goes on to deliver the next one.
+	r.cmd("MAIL FROM:<"+testAccount+">", "250")
+	r.cmd("RCPT TO:<a@example.org>", "250")
+	r.cmd("DATA", "354")
+	r.conn.Write([]byte(strings.ReplaceAll(testMessage, "\r\n.", "\r\n..") + ".\r\n"))
+	r.expect("250")
+	msgs := h.Gmail.WaitMessages(t, 1, 5*time.Second)
+	time.Sleep(100 * time.Millisecond)
+	if n := len(h.Gmail.Messages()); n != 1 || string(msgs[0].Data) != testMessage {
+		t.Errorf("upstream got %d messages, first %q", n, msgs[0].Data)
+	}
+}
+
+func TestBDATConnectionClosedMidMessage(t *testing.T) {
+	h := newHarness(t, bridgetest.Options{})
+	r := h.raw(t)
+	r.cmd("EHLO printer", "250")
+	r.cmd("AUTH PLAIN "+b64("\x00"+testUser+"\x00"+testPassword), "235")
+	r.cmd("MAIL FROM:<"+testAccount+">", "250")
+	r.cmd("RCPT TO:<a@example.org>", "250")
+	r.send("BDAT 10")
+	r.conn.Write([]byte("0123456789"))
+	r.expect("250")
+	r.conn.Close()
+
+	deadline := time.Now().Add(5 * time.Second)
+	for h.srv.Sessions() != 0 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if n := h.srv.Sessions(); n != 0 {
+		t.Fatalf("%d sessions still open", n)
+	}
+	if n := len(h.Gmail.Messages()); n != 0 {
+		t.Errorf("upstream got %d messages", n)
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/emersion/go-sasl"
@@ -18,8 +19,9 @@ import (
 )
 
 // session is one client connection. go-smtp calls its methods from the
-// connection's goroutine, one at a time, except that Data runs in its own
-// goroutine during BDAT; the methods never overlap.
+// connection's goroutine, one at a time, except that during BDAT Data runs
+// in a goroutine of its own, and RSET or a closed connection call Reset or
+// Logout while it may still run; dataMu orders those.
 type session struct {
 	srv    *Server
 	conn   *smtp.Conn
@@ -33,6 +35,9 @@ type session struct {
 	user         *store.User
 	userName     string
 	providerName string
+
+	// dataMu is held by Data for its whole run and by Reset.
+	dataMu sync.Mutex
 
 	// The current transaction.
 	up      *upstream
@@ -208,6 +213,8 @@ func (s *session) Data(r io.Reader) error {
 	if s.user == nil {
 		return s.reply(errAuthRequired)
 	}
+	s.dataMu.Lock()
+	defer s.dataMu.Unlock()
 	if s.up == nil {
 		return s.toReply("data", io.ErrUnexpectedEOF)
 	}
@@ -301,6 +308,10 @@ func (s *session) dropUpstream() {
 // and on a new EHLO. An upstream that is mid-transaction gets RSET; the
 // connection then goes back to the pool.
 func (s *session) Reset() {
+	// go-smtp closes the BDAT pipe before it calls Reset, so a Data
+	// still running returns soon.
+	s.dataMu.Lock()
+	defer s.dataMu.Unlock()
 	if s.up == nil {
 		return
 	}
