@@ -503,3 +503,23 @@ func TestBDATConnectionClosedMidMessage(t *testing.T) {
 		t.Errorf("upstream got %d messages", n)
 	}
 }
+
+func TestFreshTokenRejectedGets535(t *testing.T) {
+	h := newHarness(t, bridgetest.Options{})
+	h.Gmail.AddFault(fakegmail.Fault{Stage: fakegmail.StageAuth, Reply: fakegmail.BadCredentials, Times: fakegmail.Always})
+	c := h.login(t)
+	err := c.Mail(testAccount, nil)
+	se, ok := err.(*smtp.SMTPError)
+	if !ok || se.Code != 535 {
+		t.Fatalf("MAIL: %v, want 535", err)
+	}
+	if n := h.Gmail.AuthAttempts(); n != 2 {
+		t.Errorf("upstream AUTH attempts = %d, want 2 (one retry after a refresh)", n)
+	}
+	if n := h.OAuth.RefreshRequests(); n != 2 {
+		t.Errorf("refresh requests = %d, want 2", n)
+	}
+	if !strings.Contains(h.logs.String(), "bridge authorize "+testUser) {
+		t.Errorf("log does not name the fix:\n%s", h.logs)
+	}
+}

@@ -52,6 +52,7 @@ func classify(err error, s *session) (*smtp.SMTPError, slog.Level, string) {
 		consent   *auth.ConsentError
 		tokenErr  *auth.TokenError
 		rejected  *authRejectedError
+		disabled  *authDisabledError
 		upErr     *upstreamError
 		smtpErr   *smtp.SMTPError
 		certErr   *tls.CertificateVerificationError
@@ -81,6 +82,15 @@ func classify(err error, s *session) (*smtp.SMTPError, slog.Level, string) {
 			EnhancedCode: smtp.EnhancedCode{4, 7, 0},
 			Message:      "Cannot get an access token for " + tokenErr.Account + ", try again later",
 		}, slog.LevelError, msg
+
+	case errors.As(err, &disabled):
+		return &smtp.SMTPError{
+				Code:         535,
+				EnhancedCode: smtpAuthDisabled,
+				Message: "The provider has SMTP AUTH disabled for " + disabled.account +
+					"; an administrator must enable authenticated SMTP for that mailbox",
+			}, slog.LevelError, "SMTP AUTH is disabled for the mailbox or the tenant; enable it with: Set-CASMailbox -Identity " +
+				disabled.account + " -SmtpClientAuthenticationDisabled $false (or for the tenant: Set-TransportConfig -SmtpClientAuthenticationDisabled $false)"
 
 	case errors.As(err, &rejected):
 		return &smtp.SMTPError{

@@ -63,6 +63,23 @@ func (e *authRejectedError) Error() string {
 
 func (e *authRejectedError) Unwrap() error { return e.reply }
 
+// smtpAuthDisabled is the enhanced status code with which Exchange Online
+// rejects AUTH when SMTP AUTH is disabled for the mailbox or the tenant.
+var smtpAuthDisabled = smtp.EnhancedCode{5, 7, 139}
+
+// authDisabledError is a login that the provider rejects for the mailbox
+// rather than for the token.
+type authDisabledError struct {
+	account string
+	reply   *smtp.SMTPError
+}
+
+func (e *authDisabledError) Error() string {
+	return "upstream has SMTP AUTH disabled for " + e.account + ": " + e.reply.Error()
+}
+
+func (e *authDisabledError) Unwrap() error { return e.reply }
+
 // connect dials the provider's submission server and authenticates as
 // account. When the server rejects the access token with 535, the token
 // is refreshed and the login retried once on a new connection, because
@@ -91,6 +108,11 @@ func (d *dialer) connect(ctx context.Context, p *auth.Provider, account string) 
 		var se *smtp.SMTPError
 		if !errors.As(err, &se) || se.Code != 535 {
 			return nil, fmt.Errorf("authenticating upstream as %s: %w", account, err)
+		}
+		if se.EnhancedCode == smtpAuthDisabled {
+			// Exchange Online refuses SMTP AUTH for the mailbox or the
+			// tenant; a new token would be refused the same way.
+			return nil, &authDisabledError{account: account, reply: se}
 		}
 		d.tokens.Invalidate(account, token)
 		if attempt == 1 {
