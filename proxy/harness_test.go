@@ -54,9 +54,15 @@ const (
 	testAccount  = "scanner@example.com"
 )
 
-func newHarness(t *testing.T, opts bridgetest.Options) *harness {
+func newHarness(t testing.TB, opts bridgetest.Options) *harness {
 	t.Helper()
-	env := bridgetest.New(t, opts)
+	return newHarnessEnv(t, bridgetest.New(t, opts))
+}
+
+// newHarnessEnv starts a bridge for env, whose Config a test may have
+// changed after bridgetest.New.
+func newHarnessEnv(t testing.TB, env *bridgetest.Env) *harness {
+	t.Helper()
 	h := &harness{Env: env, store: env.OpenStore(t), logs: &syncBuffer{}}
 	env.Seed(t, h.store, testUser, testPassword, testAccount)
 
@@ -98,7 +104,7 @@ func newHarness(t *testing.T, opts bridgetest.Options) *harness {
 }
 
 // dial connects a go-smtp client to the bridge.
-func (h *harness) dial(t *testing.T) *smtp.Client {
+func (h *harness) dial(t testing.TB) *smtp.Client {
 	t.Helper()
 	c, err := smtp.Dial(h.addr)
 	if err != nil {
@@ -109,7 +115,7 @@ func (h *harness) dial(t *testing.T) *smtp.Client {
 }
 
 // login connects and authenticates with AUTH PLAIN.
-func (h *harness) login(t *testing.T) *smtp.Client {
+func (h *harness) login(t testing.TB) *smtp.Client {
 	t.Helper()
 	c := h.dial(t)
 	if err := c.Auth(sasl.NewPlainClient("", testUser, testPassword)); err != nil {
@@ -145,12 +151,12 @@ func send(c *smtp.Client, from string, to []string, msg string) (string, error) 
 // rawConn is a plain TCP conversation with the bridge, for what go-smtp's
 // client cannot send.
 type rawConn struct {
-	t    *testing.T
+	t    testing.TB
 	conn net.Conn
 	buf  []byte
 }
 
-func (h *harness) raw(t *testing.T) *rawConn {
+func (h *harness) raw(t testing.TB) *rawConn {
 	t.Helper()
 	conn, err := net.Dial("tcp", h.addr)
 	if err != nil {

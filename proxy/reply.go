@@ -132,7 +132,12 @@ func classify(err error, s *session) (*smtp.SMTPError, slog.Level, string) {
 			// it from the first.
 			reply := *smtpErr
 			reply.Message = oneLine(reply.Message)
-			if reply.EnhancedCode == smtp.EnhancedCodeNotSet {
+			if reply.Code == 421 {
+				// The upstream closed its connection, but this one
+				// stays open, which 421 would announce.
+				reply.Code = 451
+			}
+			if reply.EnhancedCode == smtp.EnhancedCodeNotSet || reply.EnhancedCode == smtp.NoEnhancedCode {
 				reply.EnhancedCode = smtp.EnhancedCode{reply.Code / 100, 0, 0}
 			}
 			return &reply, slog.LevelInfo, "upstream rejected command"

@@ -167,8 +167,7 @@ func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 			s.up, s.inTx, s.from, s.rcpts = up, true, from, 0
 			return nil
 		}
-		var se *smtp.SMTPError
-		stale := !errors.As(err, &se) || se.Code == 421
+		stale := upstreamGone(err)
 		if stale && up.used > 0 && attempt == 0 {
 			// A pooled connection that the server closed while it was
 			// idle: replace it without bothering the client.
@@ -196,8 +195,7 @@ func (s *session) Rcpt(to string, opts *smtp.RcptOptions) error {
 			Message: fmt.Sprintf("Too many recipients: at most %d per message", max)})
 	}
 	if err := s.up.client.Rcpt(to, nil); err != nil {
-		var se *smtp.SMTPError
-		if !errors.As(err, &se) {
+		if upstreamGone(err) {
 			s.dropUpstream()
 		}
 		return s.toReply("rcpt", err)
@@ -222,8 +220,7 @@ func (s *session) Data(r io.Reader) error {
 
 	w, err := up.client.Data()
 	if err != nil {
-		var se *smtp.SMTPError
-		if !errors.As(err, &se) {
+		if upstreamGone(err) {
 			s.dropUpstream()
 		}
 		return s.toReply("data", err)
@@ -250,8 +247,7 @@ func (s *session) Data(r io.Reader) error {
 	resp, err := w.CloseWithResponse()
 	duration := time.Since(s.txStart).Round(time.Millisecond)
 	if err != nil {
-		var se *smtp.SMTPError
-		if !errors.As(err, &se) {
+		if upstreamGone(err) {
 			s.dropUpstream()
 		}
 		s.log.Warn("message not relayed", "message_id", meta.messageID(), "size", size,
@@ -285,7 +281,10 @@ func (s *session) copyData(w io.Writer, r io.Reader, meta *messageMeta) (size in
 			size += int64(n)
 		}
 		if errors.Is(err, io.EOF) {
-			s.up.conn.SetWriteDeadline(time.Time{})
+			// The last deadline stays set: closing the data writer
+			// flushes the buffered tail and writes the final dot
+			// before go-smtp sets its own deadline for the reply.
+			s.up.conn.SetWriteDeadline(time.Now().Add(timeout))
 			return size, nil, nil
 		}
 		if err != nil {

@@ -1,10 +1,12 @@
 package proxy
 
 import (
+	"bufio"
 	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/textproto"
@@ -163,13 +165,22 @@ func (d *dialer) dial(ctx context.Context, p *auth.Provider) (*upstream, error) 
 		return nil, &upstreamError{op: "TLS handshake with " + addr, err: err}
 	}
 	conn = tc
-	conn.SetDeadline(time.Time{})
-	c := smtp.NewClient(conn)
-	if p.Upstream.TLS == config.TLSStartTLS {
-		// go-smtp's client reads a greeting first, but after STARTTLS
-		// the server sends none, so it gets the one startTLS read.
-		c = smtp.NewClient(&greetedConn{Conn: conn, greeting: strings.NewReader("220 TLS started\r\n")})
+
+	// go-smtp's client reads a greeting first, with the command timeout.
+	// It gets a stand-in instead: after STARTTLS the server sends no
+	// greeting, and on the implicit TLS port the greeting is read here so
+	// that the dial deadline bounds it.
+	rest := io.Reader(conn)
+	if p.Upstream.TLS == config.TLSImplicit {
+		br := bufio.NewReader(conn)
+		if _, _, err := textproto.NewReader(br).ReadResponse(220); err != nil {
+			conn.Close()
+			return nil, &upstreamError{op: "greeting from " + addr, err: smtpReply(err)}
+		}
+		rest = br
 	}
+	conn.SetDeadline(time.Time{})
+	c := smtp.NewClient(&greetedConn{Conn: conn, r: io.MultiReader(strings.NewReader("220 greeted\r\n"), rest)})
 
 	c.CommandTimeout = d.limits.UpstreamTimeout
 	c.SubmissionTimeout = d.limits.UpstreamDataTimeout
@@ -233,17 +244,20 @@ func smtpReply(err error) error {
 	return reply
 }
 
-// greetedConn returns a greeting before the data of its connection.
+// greetedConn reads from r, which returns a stand-in greeting and then
+// the rest of the connection's data.
 type greetedConn struct {
 	net.Conn
-	greeting *strings.Reader
+	r io.Reader
 }
 
-func (c *greetedConn) Read(p []byte) (int, error) {
-	if c.greeting.Len() > 0 {
-		return c.greeting.Read(p)
-	}
-	return c.Conn.Read(p)
+func (c *greetedConn) Read(p []byte) (int, error) { return c.r.Read(p) }
+
+// upstreamGone reports whether err leaves the upstream connection unusable:
+// a transport error, or a 421 reply, after which the server closes it.
+func upstreamGone(err error) bool {
+	var se *smtp.SMTPError
+	return !errors.As(err, &se) || se.Code == 421
 }
 
 // upstreamError is a failure to reach or keep the submission server.

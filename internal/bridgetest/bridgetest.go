@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/bridgemail/bridge/auth"
 	"github.com/bridgemail/bridge/config"
@@ -28,6 +29,12 @@ type Options struct {
 	// Listeners replaces the default listener list, as YAML lines
 	// indented under "listeners:".
 	Listeners string
+	// ClientSecret replaces the fake provider's default client secret.
+	// Microsoft clients are public and have none unless it is set.
+	ClientSecret string
+	// AccessTokenLifetime is the expires_in of the access tokens the fake
+	// provider issues. Zero means the fake's default of about an hour.
+	AccessTokenLifetime time.Duration
 }
 
 // Env is a running set of fakes and the configuration that uses them.
@@ -47,7 +54,11 @@ func New(t testing.TB, opts Options) *Env {
 	t.Helper()
 	e := &Env{Dir: t.TempDir(), Provider: "google"}
 
-	e.OAuth = fakeoauth.Start(t, fakeoauth.Options{Flavor: opts.Flavor})
+	e.OAuth = fakeoauth.Start(t, fakeoauth.Options{
+		Flavor:              opts.Flavor,
+		ClientSecret:        opts.ClientSecret,
+		AccessTokenLifetime: opts.AccessTokenLifetime,
+	})
 	gopts := fakegmail.Options{
 		Flavor:     fakegmail.Gmail,
 		TLS:        fakegmail.ImplicitTLS,

@@ -98,6 +98,7 @@ type Server struct {
 	done      chan struct{}
 
 	mu           sync.Mutex
+	certs        *testcert.Certs
 	messages     []Message
 	arrived      chan struct{} // closed and replaced when a message arrives
 	faults       []*Fault
@@ -130,10 +131,20 @@ func Start(t testing.TB, opts Options) *Server {
 
 	s := &Server{
 		opts:       opts,
-		tlsConfig:  opts.Certs.ServerTLS(),
+		certs:      opts.Certs,
 		done:       make(chan struct{}),
 		arrived:    make(chan struct{}),
 		rejectRcpt: opts.RejectRcpt,
+	}
+	// The certificate is looked up at each handshake, so SetCerts can
+	// swap it while clients are connected.
+	s.tlsConfig = &tls.Config{
+		MinVersion: tls.VersionTLS12,
+		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+			s.mu.Lock()
+			defer s.mu.Unlock()
+			return &s.certs.Leaf, nil
+		},
 	}
 	s.smtp = smtp.NewServer(smtp.BackendFunc(s.newSession))
 	s.smtp.Domain = opts.Domain
@@ -163,8 +174,21 @@ func Start(t testing.TB, opts Options) *Server {
 // Addr returns the host:port the server listens on.
 func (s *Server) Addr() string { return s.ln.Addr().String() }
 
-// Certs returns the certificates the server presents.
+// Certs returns the certificates the server was started with. Their
+// CAFile is what clients are configured to trust.
 func (s *Server) Certs() *testcert.Certs { return s.opts.Certs }
+
+// SetCerts makes later TLS handshakes present the leaf of c, such as one
+// from testcert.NewUntrusted to model a certificate that does not verify.
+// Nil restores the certificates the server was started with.
+func (s *Server) SetCerts(c *testcert.Certs) {
+	if c == nil {
+		c = s.opts.Certs
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.certs = c
+}
 
 // ClientTLS returns a client configuration that trusts the server's
 // certificate for serverName, which must be one of testcert.Hosts.

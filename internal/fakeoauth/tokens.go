@@ -116,6 +116,29 @@ func (s *Server) ValidAccessToken(user, token string) bool {
 		strings.EqualFold(a.email, user) && hasScope(a.scopes, s.mailScope())
 }
 
+// AccessTokens returns every access token issued so far, so that a test
+// can look for them where they must not appear.
+func (s *Server) AccessTokens() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	tokens := make([]string, 0, len(s.access))
+	for t := range s.access {
+		tokens = append(tokens, t)
+	}
+	return tokens
+}
+
+// RefreshTokens returns every refresh token issued so far, revoked or not.
+func (s *Server) RefreshTokens() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	tokens := make([]string, 0, len(s.refresh))
+	for t := range s.refresh {
+		tokens = append(tokens, t)
+	}
+	return tokens
+}
+
 // ExpireAccessTokens makes every access token issued so far invalid, as if
 // it had expired early. Clients still hold the old expiry.
 func (s *Server) ExpireAccessTokens() {
