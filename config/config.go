@@ -131,6 +131,10 @@ type Throttle struct {
 
 // Pool bounds the authenticated upstream connections kept for reuse.
 type Pool struct {
+	// MaxConns is the number of upstream connections open at once per
+	// account, in use and idle together. Sessions beyond it wait for a
+	// connection, up to limits.dial_timeout.
+	MaxConns int `yaml:"max_conns"`
 	// MaxIdle is the number of idle connections kept per account; a
 	// negative value turns reuse off.
 	MaxIdle     int           `yaml:"max_idle"`

@@ -184,3 +184,40 @@ func TestSecretRedacted(t *testing.T) {
 		}
 	}
 }
+
+func TestPoolNegativeValuesRejected(t *testing.T) {
+	path := writeConfig(t, `providers:
+  google:
+    client_id: x
+    client_secret: y
+pool:
+  max_conns: -2
+  idle_timeout: -1s
+`)
+	_, err := Load(path)
+	var ps Problems
+	if !errors.As(err, &ps) {
+		t.Fatalf("err = %v, want Problems", err)
+	}
+	got := err.Error()
+	for _, want := range []string{"pool.max_conns", "pool.idle_timeout"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("problems lack %s:\n%s", want, got)
+		}
+	}
+}
+
+func TestPoolMaxConnsDefault(t *testing.T) {
+	path := writeConfig(t, `providers:
+  google:
+    client_id: x
+    client_secret: y
+`)
+	cfg, err := Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Pool.MaxConns != DefaultPoolMaxConns {
+		t.Errorf("max_conns = %d, want %d", cfg.Pool.MaxConns, DefaultPoolMaxConns)
+	}
+}

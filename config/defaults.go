@@ -26,6 +26,12 @@ const (
 	DefaultKeyFile     = "bridge.key"
 	DefaultAdminSocket = "admin.sock"
 
+	// DefaultPoolMaxConns stays below the 10 simultaneous IMAP
+	// connections that Gmail allows per account (Gmail Help, "Too many
+	// simultaneous connections").
+	// NOTE: Gmail documents no limit for SMTP connections; this one is
+	// an estimate.
+	DefaultPoolMaxConns    = 8
 	DefaultPoolMaxIdle     = 4
 	DefaultPoolIdleTimeout = 60 * time.Second
 	DefaultRefreshMargin   = 5 * time.Minute
@@ -106,6 +112,7 @@ func (c *Config) applyDefaults() {
 	setDuration(&th.Lockout, DefaultThrottleLockout)
 	setDuration(&th.Window, DefaultThrottleWindow)
 
+	setInt(&c.Pool.MaxConns, DefaultPoolMaxConns)
 	setInt(&c.Pool.MaxIdle, DefaultPoolMaxIdle)
 	setDuration(&c.Pool.IdleTimeout, DefaultPoolIdleTimeout)
 	setDuration(&c.Pool.RefreshMargin, DefaultRefreshMargin)

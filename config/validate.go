@@ -99,6 +99,9 @@ func (c *Config) validate(lines lineFinder) Problems {
 
 	v.limits(c.Limits)
 	v.throttle(c.Throttle)
+	if c.Pool.MaxConns < 0 {
+		v.add(at("pool", "max_conns"), "must be positive, not %d", c.Pool.MaxConns)
+	}
 	if c.Pool.IdleTimeout < 0 {
 		v.add(at("pool", "idle_timeout"), "must not be negative")
 	}

@@ -103,6 +103,20 @@ func newHarnessEnv(t testing.TB, env *bridgetest.Env) *harness {
 	return h
 }
 
+// waitIdle waits until the pool holds n idle connections of the test
+// account. The client gets the reply to the end of data before the
+// session returns its connection to the pool.
+func (h *harness) waitIdle(t *testing.T, n int) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for h.srv.pool.idleCount(testAccount) != n {
+		if time.Now().After(deadline) {
+			t.Fatalf("idle upstream connections = %d, want %d", h.srv.pool.idleCount(testAccount), n)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
 // dial connects a go-smtp client to the bridge.
 func (h *harness) dial(t testing.TB) *smtp.Client {
 	t.Helper()

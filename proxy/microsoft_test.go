@@ -51,6 +51,7 @@ func TestMicrosoftRotatedRefreshTokenSaved(t *testing.T) {
 	// so a restart with a cold cache must use it.
 	h.tokens.Forget(testAccount)
 	h.OAuth.ExpireAccessTokens()
+	h.waitIdle(t, 1)
 	h.srv.pool.discardIdle(testAccount)
 	c.Reset()
 	if _, err := send(c, testAccount, []string{"a@example.org"}, testMessage); err != nil {
@@ -65,6 +66,7 @@ func TestMicrosoftTokenRejectedRefreshedOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	h.OAuth.ExpireAccessTokens()
+	h.waitIdle(t, 1)
 	h.srv.pool.discardIdle(testAccount)
 	c.Reset()
 	if _, err := send(c, testAccount, []string{"a@example.org"}, testMessage); err != nil {

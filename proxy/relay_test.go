@@ -270,6 +270,7 @@ func TestExpiredAccessTokenRefreshed(t *testing.T) {
 	// it, as after an early expiry. Pooled connections are dropped so the
 	// next message logs in again.
 	h.OAuth.ExpireAccessTokens()
+	h.waitIdle(t, 1)
 	h.srv.pool.discardIdle(testAccount)
 
 	c = h.login(t)

@@ -53,6 +53,7 @@ func classify(err error, s *session) (*smtp.SMTPError, slog.Level, string) {
 		tokenErr  *auth.TokenError
 		rejected  *authRejectedError
 		disabled  *authDisabledError
+		busy      *poolBusyError
 		upErr     *upstreamError
 		smtpErr   *smtp.SMTPError
 		certErr   *tls.CertificateVerificationError
@@ -99,6 +100,13 @@ func classify(err error, s *session) (*smtp.SMTPError, slog.Level, string) {
 			Message: "The provider rejected a fresh access token for " + rejected.account +
 				": " + oneLine(rejected.reply.Message),
 		}, slog.LevelError, "upstream rejected a fresh access token; check that the account may use SMTP, then run: bridge authorize " + s.userName
+
+	case errors.As(err, &busy):
+		return &smtp.SMTPError{
+			Code:         451,
+			EnhancedCode: smtp.EnhancedCode{4, 4, 5},
+			Message:      "All upstream connections for " + busy.account + " are busy, try again later",
+		}, slog.LevelWarn, "all upstream connections of the account stayed busy; raise pool.max_conns if this repeats"
 
 	case errors.As(err, &certErr), errors.As(err, &unknownCA), errors.As(err, &hostErr):
 		return &smtp.SMTPError{

@@ -93,10 +93,7 @@ func New(o Options) (*Server, error) {
 		hostname = "localhost"
 	}
 	d := &dialer{tokens: o.Tokens, limits: o.Config.Limits, hostname: hostname, log: o.Log}
-	s.pool = newPool(d, func() (int, time.Duration) {
-		p := s.cfg().Pool
-		return p.MaxIdle, p.IdleTimeout
-	})
+	s.pool = newPool(d, func() config.Pool { return s.cfg().Pool }, o.Config.Limits.DialTimeout)
 	s.throttle = newThrottle(func() config.Throttle { return s.cfg().Throttle })
 	return s, nil
 }

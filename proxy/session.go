@@ -158,7 +158,7 @@ func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 	upOpts := &smtp.MailOptions{Size: opts.Size, Body: opts.Body, UTF8: opts.UTF8}
 	s.txStart = time.Now()
 	for attempt := 0; ; attempt++ {
-		up, err := s.srv.pool.get(s.ctx, p, s.user.Account)
+		up, err := s.srv.pool.get(s.ctx, p, s.user.Account, attempt > 0)
 		if err != nil {
 			return s.toReply("connect", err)
 		}
@@ -167,17 +167,18 @@ func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 			s.up, s.inTx, s.from, s.rcpts = up, true, from, 0
 			return nil
 		}
-		stale := upstreamGone(err)
-		if stale && up.used > 0 && attempt == 0 {
-			// A pooled connection that the server closed while it was
-			// idle: replace it without bothering the client.
-			s.log.Debug("pooled upstream connection is dead; reconnecting", "err", err)
-			up.client.Close()
-			s.srv.pool.discardIdle(up.account)
-			continue
+		if !upstreamGone(err) {
+			s.srv.pool.release(up)
+			return s.toReply("mail", err)
 		}
-		s.srv.pool.release(up, !stale)
-		return s.toReply("mail", err)
+		s.srv.pool.discard(up)
+		if !up.reused || attempt > 0 {
+			return s.toReply("mail", err)
+		}
+		// The server closed the pooled connection, or replied 421 on
+		// it, so the session retries once on a new connection and the
+		// client never sees the failure.
+		s.log.Debug("pooled upstream connection failed; retrying on a new one", "err", err)
 	}
 }
 
@@ -249,6 +250,10 @@ func (s *session) Data(r io.Reader) error {
 	if err != nil {
 		if upstreamGone(err) {
 			s.dropUpstream()
+		} else {
+			// The reply to the end of data ends the transaction, so
+			// the connection needs no RSET.
+			s.inTx = false
 		}
 		s.log.Warn("message not relayed", "message_id", meta.messageID(), "size", size,
 			"recipients", s.rcpts, "reply", replyText(err), "duration", duration)
@@ -297,15 +302,16 @@ func (s *session) copyData(w io.Writer, r io.Reader, meta *messageMeta) (size in
 // finishing it.
 func (s *session) dropUpstream() {
 	if s.up != nil {
-		s.up.client.Close()
+		s.srv.pool.discard(s.up)
 		s.up = nil
 	}
 	s.inTx = false
 }
 
 // Reset ends the transaction. go-smtp calls it after every DATA, on RSET
-// and on a new EHLO. An upstream that is mid-transaction gets RSET; the
-// connection then goes back to the pool.
+// and on a new EHLO. The connection goes back to the pool; one whose
+// transaction did not end with a reply to the end of data gets RSET
+// first, and is closed if that fails.
 func (s *session) Reset() {
 	// go-smtp closes the BDAT pipe before it calls Reset, so a Data
 	// still running returns soon.
@@ -314,13 +320,16 @@ func (s *session) Reset() {
 	if s.up == nil {
 		return
 	}
-	clean := true
 	if s.inTx {
-		if err := s.up.client.Reset(); err != nil {
-			clean = false
+		if err := s.up.reset(s.srv.cfg().Limits.UpstreamTimeout); err != nil {
+			s.log.Debug("upstream RSET failed; closing the connection", "err", err)
+			s.srv.pool.discard(s.up)
+			s.up = nil
 		}
 	}
-	s.srv.pool.release(s.up, clean)
+	if s.up != nil {
+		s.srv.pool.release(s.up)
+	}
 	s.up, s.inTx, s.from, s.rcpts = nil, false, "", 0
 }
 

@@ -22,13 +22,18 @@ import (
 // upstream is an authenticated connection to a provider's submission
 // server, sending as one account.
 type upstream struct {
-	client   *smtp.Client
-	conn     net.Conn
-	account  string
-	provider string
-	created  time.Time
-	// used counts the transactions sent on the connection.
-	used int
+	client *smtp.Client
+	// conn is the TLS connection that client uses, and raw the TCP
+	// connection under it.
+	conn    net.Conn
+	raw     net.Conn
+	account string
+	prov    *auth.Provider
+	created time.Time
+	// used counts the transactions sent on the connection, and reused
+	// is set when the pool hands it out again.
+	used   int
+	reused bool
 }
 
 func (u *upstream) close() {
@@ -36,6 +41,26 @@ func (u *upstream) close() {
 	u.conn.SetDeadline(time.Now().Add(2 * time.Second))
 	u.client.Quit()
 	u.client.Close()
+}
+
+// reset sends RSET to end an unfinished transaction and waits for the
+// 250. It writes the command itself because go-smtp's Client.Reset also
+// makes the next command send EHLO again, which costs a round trip and
+// may reset more than the transaction on some servers. The client has
+// nothing buffered at this point: every command it sent has its reply.
+func (u *upstream) reset(timeout time.Duration) error {
+	u.conn.SetDeadline(time.Now().Add(timeout))
+	defer u.conn.SetDeadline(time.Time{})
+	if _, err := io.WriteString(u.conn, "RSET\r\n"); err != nil {
+		return err
+	}
+	// The server sends nothing after the reply until the next command,
+	// so this reader cannot take bytes that belong to the client.
+	r := textproto.NewReader(bufio.NewReaderSize(u.conn, 512))
+	if _, _, err := r.ReadResponse(250); err != nil {
+		return smtpReply(err)
+	}
+	return nil
 }
 
 // dialer opens and authenticates upstream connections.
@@ -98,7 +123,7 @@ func (d *dialer) connect(ctx context.Context, p *auth.Provider, account string) 
 			return nil, err
 		}
 		u.account = account
-		u.provider = p.Name
+		u.prov = p
 
 		xo := &auth.XOAuth2Client{User: account, Token: token}
 		err = u.client.Auth(xo)
@@ -150,6 +175,7 @@ func (d *dialer) dial(ctx context.Context, p *auth.Provider) (*upstream, error) 
 	if err != nil {
 		return nil, &upstreamError{op: "connecting to " + addr, err: err}
 	}
+	raw := conn
 
 	// The greeting, STARTTLS and the handshake share the dial deadline.
 	conn.SetDeadline(time.Now().Add(d.limits.DialTimeout))
@@ -188,7 +214,7 @@ func (d *dialer) dial(ctx context.Context, p *auth.Provider) (*upstream, error) 
 		c.Close()
 		return nil, &upstreamError{op: "greeting " + addr, err: err}
 	}
-	return &upstream{client: c, conn: conn, created: time.Now()}, nil
+	return &upstream{client: c, conn: conn, raw: raw, created: time.Now()}, nil
 }
 
 // startTLS reads the greeting, sends EHLO and STARTTLS on conn, and

@@ -35,6 +35,9 @@ type Options struct {
 	// AccessTokenLifetime is the expires_in of the access tokens the fake
 	// provider issues. Zero means the fake's default of about an hour.
 	AccessTokenLifetime time.Duration
+	// Gmail, if set, adjusts the options of the fake submission server
+	// before it starts.
+	Gmail func(*fakegmail.Options)
 }
 
 // Env is a running set of fakes and the configuration that uses them.
@@ -75,6 +78,9 @@ func New(t testing.TB, opts Options) *Env {
 	if opts.StartTLS {
 		gopts.TLS = fakegmail.StartTLS
 		tlsMode = config.TLSStartTLS
+	}
+	if opts.Gmail != nil {
+		opts.Gmail(&gopts)
 	}
 	e.Gmail = fakegmail.Start(t, gopts)
 

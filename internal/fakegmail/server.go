@@ -67,6 +67,10 @@ type Options struct {
 	// Domain is the host name in the greeting and EHLO reply. Empty means
 	// smtp.gmail.com or smtp.office365.com.
 	Domain string
+	// ReadTimeout is how long the server waits for the next command
+	// before it replies 421 and closes the connection, as servers do
+	// with idle connections. Zero means one minute.
+	ReadTimeout time.Duration
 	// Trace, if set, receives every line on the wire, prefixed with "C:"
 	// (client) or "S:" (server) and the connection id. The AUTH lines
 	// contain tokens.
@@ -159,6 +163,9 @@ func Start(t testing.TB, opts Options) *Server {
 	// Microsoft access token needs. go-smtp's default is 2000.
 	s.smtp.MaxLineLength = 12288
 	s.smtp.ReadTimeout = time.Minute
+	if opts.ReadTimeout > 0 {
+		s.smtp.ReadTimeout = opts.ReadTimeout
+	}
 	s.smtp.ErrorLog = log.New(io.Discard, "", 0)
 
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
