@@ -39,7 +39,8 @@ type Listener struct {
 	KeyFile  string `yaml:"key_file"`
 	// MinTLSVersion is "1.0", "1.1", "1.2" or "1.3".
 	MinTLSVersion string `yaml:"min_tls_version"`
-	// InsecureAuth allows AUTH over plaintext on a non-loopback address.
+	// InsecureAuth allows AUTH over plaintext on a non-loopback address,
+	// and before STARTTLS on a starttls listener.
 	InsecureAuth bool `yaml:"insecure_auth"`
 	// Hostname is sent in the greeting and the EHLO reply.
 	Hostname string `yaml:"hostname"`
@@ -112,7 +113,8 @@ type Limits struct {
 	// ShutdownGrace is how long a stopping server lets transactions in
 	// flight finish.
 	ShutdownGrace time.Duration `yaml:"shutdown_grace"`
-	// MaxConnections bounds concurrent client connections per listener.
+	// MaxConnections bounds concurrent client connections per listener;
+	// 0 means no limit.
 	MaxConnections int `yaml:"max_connections"`
 }
 

@@ -216,6 +216,9 @@ func (v *validator) limits(l Limits) {
 	if l.MaxRecipients < 0 {
 		v.add(at("limits", "max_recipients"), "must be positive")
 	}
+	if l.MaxConnections < 0 {
+		v.add(at("limits", "max_connections"), "must not be negative; 0 means no limit")
+	}
 	for _, d := range []struct {
 		key   string
 		value any
