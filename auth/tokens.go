@@ -64,7 +64,8 @@ type Tokens struct {
 	// Margin is how long before its expiry an access token counts as
 	// expired.
 	Margin time.Duration
-	// Timeout bounds one request to the token endpoint.
+	// Timeout bounds one request to the token endpoint. Set it before
+	// first use; Reconfigure changes it later.
 	Timeout time.Duration
 	// HTTPClient makes the token requests; nil means a client with
 	// Timeout.
@@ -164,7 +165,8 @@ func (e *accountTokens) valid(margin time.Duration) string {
 }
 
 func (t *Tokens) refreshLocked(ctx context.Context, e *accountTokens, providerName, account string) (string, error) {
-	p, ok := t.providers[providerName]
+	providers, timeout := t.settings()
+	p, ok := providers[providerName]
 	if !ok {
 		return "", &TokenError{Account: account, Err: fmt.Errorf("provider %q is not configured", providerName)}
 	}
@@ -185,11 +187,11 @@ func (t *Tokens) refreshLocked(ctx context.Context, e *accountTokens, providerNa
 
 	// A refresh serves every session that waits for it, so it must not
 	// end when the session that started it goes away.
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), t.Timeout)
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), timeout)
 	defer cancel()
 	client := t.HTTPClient
 	if client == nil {
-		client = &http.Client{Timeout: t.Timeout}
+		client = &http.Client{Timeout: timeout}
 	}
 	ctx = context.WithValue(ctx, oauth2.HTTPClient, client)
 
@@ -270,4 +272,40 @@ func (t *Tokens) State() []AccountState {
 		states = append(states, s)
 	}
 	return states
+}
+
+// Reconfigure replaces the providers and the timeout of token requests,
+// after the configuration was reloaded. Cached tokens stay.
+func (t *Tokens) Reconfigure(providers map[string]*Provider, timeout time.Duration) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.providers = providers
+	t.Timeout = timeout
+}
+
+// settings returns the providers and the request timeout in effect.
+func (t *Tokens) settings() (map[string]*Provider, time.Duration) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.providers, t.Timeout
+}
+
+// Refresh gets a new access token for the account even when the cached
+// one is still valid, and returns its expiry. bridge check --online uses
+// it to prove that the refresh token works.
+func (t *Tokens) Refresh(ctx context.Context, provider, account string) (time.Time, error) {
+	e := t.entry(account)
+	select {
+	case e.refresh <- struct{}{}:
+	case <-ctx.Done():
+		return time.Time{}, ctx.Err()
+	}
+	defer func() { <-e.refresh }()
+
+	if _, err := t.refreshLocked(ctx, e, provider, account); err != nil {
+		return time.Time{}, err
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.token.Expiry, nil
 }
