@@ -20,6 +20,7 @@ import (
 var (
 	errAuthRequired = &smtp.SMTPError{Code: 530, EnhancedCode: smtp.EnhancedCode{5, 7, 0}, Message: "Authentication required"}
 	errAuthFailed   = &smtp.SMTPError{Code: 535, EnhancedCode: smtp.EnhancedCode{5, 7, 8}, Message: "Authentication credentials invalid"}
+	errShuttingDown = &smtp.SMTPError{Code: 421, EnhancedCode: smtp.EnhancedCode{4, 3, 2}, Message: "Service shutting down, try again later"}
 )
 
 // replyError is an error that already carries the SMTP reply the client
@@ -40,6 +41,9 @@ func (e *replyError) Unwrap() error { return e.err }
 func (s *session) toReply(stage string, err error) *smtp.SMTPError {
 	reply, level, msg := classify(err, s)
 	s.log.Log(context.Background(), level, msg, "stage", stage, "err", err)
+	if level >= slog.LevelWarn && s.user != nil {
+		s.srv.activity.failed(s.user.Account, msg+": "+err.Error())
+	}
 	out := *reply
 	out.Message = strings.TrimRight(out.Message, " \n") + " [" + s.id + "]"
 	return &out

@@ -46,7 +46,8 @@ type Options struct {
 	Log       *slog.Logger
 }
 
-// Server serves SMTP on the configured listeners.
+// Server serves SMTP on the configured listeners. Its methods are safe
+// for concurrent use.
 type Server struct {
 	users     Users
 	tokens    *auth.Tokens
@@ -54,25 +55,23 @@ type Server struct {
 	log       *slog.Logger
 	pool      *pool
 	throttle  *throttle
+	conns     *connSet
+	activity  *activity
 
 	settings atomic.Pointer[settings]
+	sessions atomic.Int64
 
+	// mu serializes Start, Reload and Shutdown.
 	mu        sync.Mutex
 	listeners []*listener
-	active    sync.WaitGroup
-	sessions  atomic.Int64
+	started   time.Time
+	stopping  bool
 }
 
 // settings is what a reload replaces as one.
 type settings struct {
 	cfg       *config.Config
 	providers map[string]*auth.Provider
-}
-
-type listener struct {
-	cfg  config.Listener
-	smtp *smtp.Server
-	net  net.Listener
 }
 
 // New returns a server that has not started listening.
@@ -85,6 +84,8 @@ func New(o Options) (*Server, error) {
 		tokens:    o.Tokens,
 		passwords: o.Passwords,
 		log:       o.Log,
+		conns:     newConnSet(),
+		activity:  newActivity(),
 	}
 	s.settings.Store(&settings{cfg: o.Config, providers: o.Providers})
 
@@ -92,7 +93,12 @@ func New(o Options) (*Server, error) {
 	if err != nil || hostname == "" {
 		hostname = "localhost"
 	}
-	d := &dialer{tokens: o.Tokens, limits: o.Config.Limits, hostname: hostname, log: o.Log}
+	d := &dialer{
+		tokens:   o.Tokens,
+		limits:   func() config.Limits { return s.cfg().Limits },
+		hostname: hostname,
+		log:      o.Log,
+	}
 	s.pool = newPool(d, func() config.Pool { return s.cfg().Pool }, o.Config.Limits.DialTimeout)
 	s.throttle = newThrottle(func() config.Throttle { return s.cfg().Throttle })
 	return s, nil
@@ -106,69 +112,101 @@ func (s *Server) provider(name string) (*auth.Provider, bool) {
 }
 
 // Start opens every configured listener and serves each in its own
-// goroutine. It returns once all of them accept connections.
+// goroutine. It returns once all of them accept connections; if one
+// cannot open, none stays open.
 func (s *Server) Start() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for _, lc := range s.cfg().Listeners {
-		l, err := s.listen(lc)
-		if err != nil {
-			for _, l := range s.listeners {
-				l.smtp.Close()
-			}
-			s.listeners = nil
-			return err
-		}
-		s.listeners = append(s.listeners, l)
-		s.log.Info("listening", "address", l.net.Addr().String(), "tls", lc.TLS)
-		go func() {
-			if err := l.smtp.Serve(l.net); err != nil && !errors.Is(err, smtp.ErrServerClosed) {
-				s.log.Error("listener stopped", "address", lc.Address, "err", err)
-			}
-		}()
+	if !s.started.IsZero() {
+		return errors.New("proxy: server already started")
 	}
+	set := s.settings.Load()
+	if err := s.apply(set.cfg, set.providers); err != nil {
+		return err
+	}
+	s.started = time.Now()
 	return nil
 }
 
-func (s *Server) listen(lc config.Listener) (*listener, error) {
-	cfg := s.cfg()
-	srv := smtp.NewServer(s)
-	srv.Addr = lc.Address
-	srv.Domain = lc.Hostname
-	if srv.Domain == "" {
-		srv.Domain = "localhost"
+// Reload switches the server to cfg and providers without dropping a
+// session. Listeners whose address is new open, those no longer
+// configured stop accepting while their sessions continue, and the others
+// stay open and take the new settings, certificates included, for their
+// next connection. Limits, throttle, pool and provider settings apply to
+// every session from its next use on.
+//
+// cfg must be valid, as config.Load returns it. If a listener cannot open
+// or a certificate cannot be read, Reload changes nothing and returns the
+// error.
+func (s *Server) Reload(cfg *config.Config, providers map[string]*auth.Provider) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.stopping {
+		return errors.New("proxy: server is stopping")
 	}
-	srv.MaxMessageBytes = cfg.Limits.MaxMessageBytes
-	// The recipient limit is enforced by the session: go-smtp would also
-	// advertise LIMITS, which Gmail does not.
-	srv.MaxRecipients = 0
-	srv.ReadTimeout = cfg.Limits.ReadTimeout
-	srv.WriteTimeout = cfg.Limits.WriteTimeout
-	srv.EnableSMTPUTF8 = true
-	srv.ErrorLog = errorLog{s.log}
-	srv.AllowInsecureAuth = lc.TLS == config.TLSImplicit || config.IsLoopback(lc.Address) || lc.InsecureAuth
+	if s.started.IsZero() {
+		s.settings.Store(&settings{cfg: cfg, providers: providers})
+		return nil
+	}
+	return s.apply(cfg, providers)
+}
 
-	var tlsConfig *tls.Config
-	if lc.TLS != config.TLSNone {
-		cert, err := tls.LoadX509KeyPair(lc.CertFile, lc.KeyFile)
-		if err != nil {
-			return nil, fmt.Errorf("listener %s: loading certificate: %w", lc.Address, err)
+// apply makes the listeners match cfg. Everything that can fail happens
+// before anything changes.
+func (s *Server) apply(cfg *config.Config, providers map[string]*auth.Provider) error {
+	type step struct {
+		l     *listener
+		lc    config.Listener
+		cert  *tls.Certificate
+		fresh bool
+	}
+	removed := make(map[string]*listener, len(s.listeners))
+	for _, l := range s.listeners {
+		_, lc := l.current()
+		removed[lc.Address] = l
+	}
+	steps := make([]step, 0, len(cfg.Listeners))
+	rollback := func() {
+		for _, st := range steps {
+			if st.fresh {
+				st.l.tcp.Close()
+			}
 		}
-		minVersion, _ := config.TLSVersion(lc.MinTLSVersion)
-		tlsConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: minVersion}
 	}
-	if lc.TLS == config.TLSStartTLS {
-		srv.TLSConfig = tlsConfig
+	for _, lc := range cfg.Listeners {
+		cert, err := loadCertificate(lc)
+		if err != nil {
+			rollback()
+			return err
+		}
+		st := step{l: removed[lc.Address], lc: lc, cert: cert}
+		if st.l == nil {
+			if st.l, err = s.openListener(lc); err != nil {
+				rollback()
+				return err
+			}
+			st.fresh = true
+		}
+		delete(removed, lc.Address)
+		steps = append(steps, st)
 	}
 
-	nl, err := net.Listen("tcp", lc.Address)
-	if err != nil {
-		return nil, fmt.Errorf("listening on %s: %w", lc.Address, err)
+	s.settings.Store(&settings{cfg: cfg, providers: providers})
+	s.listeners = s.listeners[:0]
+	for _, st := range steps {
+		st.l.configure(st.lc, st.cert, cfg)
+		if st.fresh {
+			go st.l.serve()
+			s.log.Info("listening", "address", st.l.tcp.Addr().String(), "tls", st.lc.TLS)
+		}
+		s.listeners = append(s.listeners, st.l)
 	}
-	if lc.TLS == config.TLSImplicit {
-		nl = tls.NewListener(nl, tlsConfig)
+	for _, l := range removed {
+		l.close()
+		s.log.Info("stopped listening; its open sessions continue",
+			"address", l.tcp.Addr().String(), "connections", l.conns.Load())
 	}
-	return &listener{cfg: lc, smtp: srv, net: nl}, nil
+	return nil
 }
 
 // Addrs returns the address of each listener, in configuration order.
@@ -177,7 +215,7 @@ func (s *Server) Addrs() []net.Addr {
 	defer s.mu.Unlock()
 	addrs := make([]net.Addr, len(s.listeners))
 	for i, l := range s.listeners {
-		addrs[i] = l.net.Addr()
+		addrs[i] = l.tcp.Addr()
 	}
 	return addrs
 }
@@ -185,28 +223,49 @@ func (s *Server) Addrs() []net.Addr {
 // Sessions returns the number of open client sessions.
 func (s *Server) Sessions() int64 { return s.sessions.Load() }
 
-// Shutdown stops accepting connections and waits for the open sessions to
-// end until ctx is done; then it closes the rest. It closes the pool of
-// upstream connections last.
+// abortWait is how long the sessions whose transaction a stop aborted get
+// to send their 4xx reply before every connection is closed.
+const abortWait = 3 * time.Second
+
+// Shutdown stops accepting connections and closes the connections that
+// are between transactions. It waits until ctx is done for the
+// transactions in flight to finish, and each of their connections closes
+// after the reply to its transaction. When ctx ends first, Shutdown
+// aborts the transactions still in flight, so that their clients get a
+// 4xx and keep the message, and then closes every connection. The pool
+// of upstream connections closes last. Shutdown returns ctx's error if
+// the grace period ran out.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
 	listeners := s.listeners
 	s.listeners = nil
+	s.stopping = true
 	s.mu.Unlock()
 
-	var wg sync.WaitGroup
 	for _, l := range listeners {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := l.smtp.Shutdown(ctx); err != nil {
-				l.smtp.Close()
-			}
-		}()
+		l.close()
 	}
-	wg.Wait()
+	conns, inTx := s.conns.drain()
+	s.log.Info("stopped accepting; closing idle connections and waiting for transactions in flight",
+		"connections", conns, "transactions", inTx)
+
+	err := s.conns.wait(ctx)
+	if err != nil {
+		s.log.Warn("grace period over; aborting transactions in flight, their clients get a 4xx",
+			"connections", s.conns.len())
+		s.conns.abort()
+		s.waitConns(abortWait)
+		s.conns.closeAll()
+		s.waitConns(abortWait)
+	}
 	s.pool.close()
-	return ctx.Err()
+	return err
+}
+
+func (s *Server) waitConns(d time.Duration) {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	defer cancel()
+	s.conns.wait(ctx)
 }
 
 // NewSession implements smtp.Backend. go-smtp calls it at the first HELO
@@ -223,12 +282,26 @@ func (s *Server) NewSession(c *smtp.Conn) (smtp.Session, error) {
 		start:  time.Now(),
 		log:    s.log.With("session", id),
 	}
+	if cc := trackedConn(c.Conn()); cc != nil {
+		sess.cc = cc
+		cc.attach(c.Conn(), cancel)
+	}
 	s.sessions.Add(1)
 	sess.log.Debug("session started", "client", c.Conn().RemoteAddr().String(), "helo", c.Hostname())
 	return sess, nil
 }
 
 func (s *Server) sessionDone() { s.sessions.Add(-1) }
+
+// trackedConn returns the clientConn below go-smtp's connection, which is
+// TLS on top of it after STARTTLS or on an implicit TLS listener.
+func trackedConn(c net.Conn) *clientConn {
+	if tc, ok := c.(*tls.Conn); ok {
+		c = tc.NetConn()
+	}
+	cc, _ := c.(*clientConn)
+	return cc
+}
 
 var sessionEncoding = base32.StdEncoding.WithPadding(base32.NoPadding)
 

@@ -30,6 +30,9 @@ type session struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 	start  time.Time
+	// cc is the tracked connection, for a graceful stop; nil only for a
+	// connection that did not come through a listener.
+	cc *clientConn
 
 	// Set by a successful AUTH.
 	user         *store.User
@@ -138,10 +141,24 @@ func (s *session) reply(e *smtp.SMTPError) *smtp.SMTPError {
 
 // Mail starts a transaction: it gets an access token, connects and
 // authenticates upstream (or takes a pooled connection), and sends MAIL.
+// A stopping server starts no transaction.
 func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 	if s.user == nil {
 		return s.reply(errAuthRequired)
 	}
+	if !s.cc.beginTx() {
+		s.log.Info("MAIL rejected: the server is stopping")
+		return s.reply(errShuttingDown)
+	}
+	if err := s.mail(from, opts); err != nil {
+		s.cc.endTx()
+		return err
+	}
+	s.cc.setUpstream(s.up.conn)
+	return nil
+}
+
+func (s *session) mail(from string, opts *smtp.MailOptions) error {
 	if len(s.user.AllowedSenders) > 0 && !slices.ContainsFunc(s.user.AllowedSenders, func(a string) bool {
 		return strings.EqualFold(a, from)
 	}) {
@@ -178,7 +195,7 @@ func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 		// The server closed the pooled connection, or replied 421 on
 		// it, so the session retries once on a new connection and the
 		// client never sees the failure.
-		s.log.Debug("pooled upstream connection failed; retrying on a new one", "err", err)
+		s.log.Info("pooled upstream connection failed; retrying on a new one", "err", err)
 	}
 }
 
@@ -262,6 +279,7 @@ func (s *session) Data(r io.Reader) error {
 
 	s.inTx = false
 	up.used++
+	s.srv.activity.sent(s.user.Account)
 	reply := parseReply(250, resp.StatusText)
 	s.log.Info("message relayed", "message_id", meta.messageID(), "size", size,
 		"recipients", s.rcpts, "reply", fmt.Sprintf("%d %d.%d.%d %s", reply.Code,
@@ -311,12 +329,14 @@ func (s *session) dropUpstream() {
 // Reset ends the transaction. go-smtp calls it after every DATA, on RSET
 // and on a new EHLO. The connection goes back to the pool; one whose
 // transaction did not end with a reply to the end of data gets RSET
-// first, and is closed if that fails.
+// first, and is closed if that fails. On a stopping server, the client
+// connection closes after the current reply.
 func (s *session) Reset() {
 	// go-smtp closes the BDAT pipe before it calls Reset, so a Data
 	// still running returns soon.
 	s.dataMu.Lock()
 	defer s.dataMu.Unlock()
+	defer s.cc.endTx()
 	if s.up == nil {
 		return
 	}
@@ -337,6 +357,7 @@ func (s *session) Reset() {
 func (s *session) Logout() error {
 	s.Reset()
 	s.cancel()
+	s.cc.detach()
 	s.srv.sessionDone()
 	s.log.Debug("session closed", "duration", time.Since(s.start).Round(time.Millisecond))
 	return nil

@@ -65,8 +65,9 @@ func (u *upstream) reset(timeout time.Duration) error {
 
 // dialer opens and authenticates upstream connections.
 type dialer struct {
-	tokens   *auth.Tokens
-	limits   config.Limits
+	tokens *auth.Tokens
+	// limits returns the current limits, which a reload may change.
+	limits   func() config.Limits
 	hostname string
 	log      *slog.Logger
 }
@@ -168,7 +169,8 @@ func (d *dialer) dial(ctx context.Context, p *auth.Provider) (*upstream, error) 
 		MinVersion: tls.VersionTLS12,
 	}
 
-	dialCtx, cancel := context.WithTimeout(ctx, d.limits.DialTimeout)
+	limits := d.limits()
+	dialCtx, cancel := context.WithTimeout(ctx, limits.DialTimeout)
 	defer cancel()
 	var nd net.Dialer
 	conn, err := nd.DialContext(dialCtx, "tcp", addr)
@@ -178,7 +180,7 @@ func (d *dialer) dial(ctx context.Context, p *auth.Provider) (*upstream, error) 
 	raw := conn
 
 	// The greeting, STARTTLS and the handshake share the dial deadline.
-	conn.SetDeadline(time.Now().Add(d.limits.DialTimeout))
+	conn.SetDeadline(time.Now().Add(limits.DialTimeout))
 	if p.Upstream.TLS == config.TLSStartTLS {
 		if err := startTLS(conn, d.hostname); err != nil {
 			conn.Close()
@@ -208,8 +210,8 @@ func (d *dialer) dial(ctx context.Context, p *auth.Provider) (*upstream, error) 
 	conn.SetDeadline(time.Time{})
 	c := smtp.NewClient(&greetedConn{Conn: conn, r: io.MultiReader(strings.NewReader("220 greeted\r\n"), rest)})
 
-	c.CommandTimeout = d.limits.UpstreamTimeout
-	c.SubmissionTimeout = d.limits.UpstreamDataTimeout
+	c.CommandTimeout = limits.UpstreamTimeout
+	c.SubmissionTimeout = limits.UpstreamDataTimeout
 	if err := c.Hello(d.hostname); err != nil {
 		c.Close()
 		return nil, &upstreamError{op: "greeting " + addr, err: err}
