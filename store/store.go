@@ -183,7 +183,9 @@ func (s *Store) Accounts() ([]Account, error) {
 
 // Authorize stores the user and its account, with the account's refresh
 // token, in one transaction. An existing user keeps its creation time and
-// an existing account gets the new token.
+// an existing account gets the new token. When the user moves to another
+// account, the account it sent as before is removed if no other user
+// sends as it.
 func (s *Store) Authorize(u User, a Account) error {
 	now := time.Now().UTC()
 	sealed, err := s.sealer.seal(a.RefreshToken, a.Address)
@@ -210,7 +212,9 @@ func (s *Store) Authorize(u User, a Account) error {
 	})
 }
 
-// PutUser creates or replaces a user whose account already exists.
+// PutUser creates or replaces a user whose account already exists. Like
+// Authorize, it removes the user's previous account when no other user
+// sends as it.
 func (s *Store) PutUser(u User) error {
 	return s.db.Update(func(tx *bolt.Tx) error {
 		if tx.Bucket(accountsBucket).Get([]byte(u.Account)) == nil {
@@ -235,7 +239,34 @@ func putUser(tx *bolt.Tx, u User, now time.Time) error {
 		u.Created = now
 	}
 	u.Updated = now
-	return putJSON(users, u.Name, u)
+	if err := putJSON(users, u.Name, u); err != nil {
+		return err
+	}
+
+	if old.Account == "" || old.Account == u.Account {
+		return nil
+	}
+	inUse, err := accountInUse(users, old.Account)
+	if err != nil || inUse {
+		return err
+	}
+	return tx.Bucket(accountsBucket).Delete([]byte(old.Account))
+}
+
+// accountInUse reports whether any user sends as the account.
+func accountInUse(users *bolt.Bucket, address string) (bool, error) {
+	inUse := false
+	err := users.ForEach(func(k, v []byte) error {
+		var u User
+		if err := json.Unmarshal(v, &u); err != nil {
+			return fmt.Errorf("user %s: %w", k, err)
+		}
+		if u.Account == address {
+			inUse = true
+		}
+		return nil
+	})
+	return inUse, err
 }
 
 // SetRefreshToken replaces the account's refresh token in one
@@ -271,14 +302,7 @@ func (s *Store) DeleteUser(name string) (accountRemoved bool, err error) {
 			return err
 		}
 
-		shared := false
-		err := users.ForEach(func(k, v []byte) error {
-			var other User
-			if err := json.Unmarshal(v, &other); err == nil && other.Account == u.Account {
-				shared = true
-			}
-			return nil
-		})
+		shared, err := accountInUse(users, u.Account)
 		if err != nil || shared {
 			return err
 		}

@@ -213,6 +213,35 @@ func TestDeleteLastUserRemovesAccount(t *testing.T) {
 	}
 }
 
+func TestAuthorizeMoveRemovesOldAccount(t *testing.T) {
+	s, _ := openTest(t)
+	old := Account{Address: "old@example.com", RefreshToken: "r-old"}
+	if err := s.Authorize(User{Name: "scanner", Account: old.Address}, old); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Authorize(User{Name: "cron", Account: old.Address}, old); err != nil {
+		t.Fatal(err)
+	}
+
+	moved := Account{Address: "new@example.com", RefreshToken: "r-new"}
+	if err := s.Authorize(User{Name: "scanner", Account: moved.Address}, moved); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Account(old.Address); err != nil {
+		t.Errorf("old account gone while cron still sends as it: %v", err)
+	}
+
+	if err := s.PutUser(User{Name: "cron", Account: moved.Address}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Account(old.Address); !errors.Is(err, ErrNotFound) {
+		t.Errorf("old account err = %v after its last user moved, want ErrNotFound", err)
+	}
+	if a, err := s.Account(moved.Address); err != nil || a.RefreshToken != "r-new" {
+		t.Errorf("new account = %+v, %v", a, err)
+	}
+}
+
 func TestSecondOpenFailsLocked(t *testing.T) {
 	_, dir := openTest(t)
 	key, _ := LoadOrCreateKey(filepath.Join(dir, "bridge.key"))
