@@ -132,6 +132,31 @@ func (s *session) authFailed(username, reason string) error {
 	return s.reply(errAuthFailed)
 }
 
+// reloadUser rereads the session's user at the start of each
+// transaction, because bridge authorize or bridge users may have changed
+// it since AUTH. A
+// user that was removed, or whose password, account or provider changed,
+// must authenticate again. A changed list of allowed senders applies at
+// once.
+func (s *session) reloadUser() error {
+	u, err := s.srv.users.User(s.userName)
+	if errors.Is(err, store.ErrNotFound) {
+		s.log.Warn("MAIL rejected: the user was removed after it authenticated")
+		s.user = nil
+		return s.reply(errAuthRequired)
+	}
+	if err != nil {
+		return s.toReply("mail", fmt.Errorf("reading user %s: %w", s.userName, err))
+	}
+	if u.PasswordHash != s.user.PasswordHash || u.Account != s.user.Account || u.Provider != s.user.Provider {
+		s.log.Warn("MAIL rejected: the user's password, account or provider changed after it authenticated")
+		s.user = nil
+		return s.reply(errAuthRequired)
+	}
+	s.user = &u
+	return nil
+}
+
 // reply appends the session id to a local reply.
 func (s *session) reply(e *smtp.SMTPError) *smtp.SMTPError {
 	out := *e
@@ -159,6 +184,9 @@ func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 }
 
 func (s *session) mail(from string, opts *smtp.MailOptions) error {
+	if err := s.reloadUser(); err != nil {
+		return err
+	}
 	if len(s.user.AllowedSenders) > 0 && !slices.ContainsFunc(s.user.AllowedSenders, func(a string) bool {
 		return strings.EqualFold(a, from)
 	}) {
