@@ -32,6 +32,8 @@ type command struct {
 func commands() []command {
 	return []command{
 		{"serve", "run the SMTP server", runServe},
+		{"authorize", "give consent for an account and set up a local user", runAuthorize},
+		{"users", "list, remove or change the password of users", runUsers},
 		{"version", "print the version", runVersion},
 	}
 }
@@ -78,15 +80,30 @@ func newFlagSet(e env, name, args string) *flag.FlagSet {
 	return fs
 }
 
-// parseFlags parses args and rejects stray arguments beyond want.
+// parseFlags parses args, with flags before, between or after the
+// positional arguments, and rejects any count of those other than want.
+// Everything after "--" is positional.
 func parseFlags(fs *flag.FlagSet, args []string, want int) ([]string, error) {
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil, err
+	var rest []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				return nil, err
+			}
+			return nil, usageError{err.Error()}
 		}
-		return nil, usageError{err.Error()}
+		left := fs.Args()
+		parsed := args[:len(args)-len(left)]
+		if len(parsed) > 0 && parsed[len(parsed)-1] == "--" {
+			rest = append(rest, left...)
+			break
+		}
+		if len(left) == 0 {
+			break
+		}
+		rest = append(rest, left[0])
+		args = left[1:]
 	}
-	rest := fs.Args()
 	if len(rest) != want {
 		fs.Usage()
 		if len(rest) > want {
