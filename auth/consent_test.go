@@ -487,3 +487,23 @@ func TestIDTokenEmail(t *testing.T) {
 }
 
 func b64(s string) string { return base64.RawURLEncoding.EncodeToString([]byte(s)) }
+
+func TestConsentMicrosoftFlavor(t *testing.T) {
+	fake := fakeoauth.Start(t, fakeoauth.Options{Flavor: fakeoauth.Microsoft})
+	p := testProvider(t, fake)
+	if p.MailScope() != fakeoauth.MicrosoftMailScope {
+		t.Fatalf("test provider has mail scope %q", p.MailScope())
+	}
+	out, done := startConsent(t, p, ConsentOptions{Account: "user@contoso.example"})
+	follow(t, out.consentURL(t, fake))
+	r := result(t, done)
+	if r.err != nil {
+		t.Fatalf("Consent: %v", r.err)
+	}
+	if r.grant.Account != "user@contoso.example" || r.grant.RefreshToken == "" {
+		t.Errorf("grant = %+v", r.grant)
+	}
+	if form := fake.LastForm(); form.Has("client_secret") {
+		t.Error("a public client sent a client_secret")
+	}
+}

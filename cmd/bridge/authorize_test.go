@@ -280,11 +280,11 @@ func TestAuthorizeUsageErrors(t *testing.T) {
 
 func TestChooseProvider(t *testing.T) {
 	t.Parallel()
-	one := &config.Config{Path: "c.yaml", Providers: map[string]config.Provider{"work": {}}}
+	single := &config.Config{Path: "c.yaml", Providers: map[string]config.Provider{"work": {}}}
 	two := &config.Config{Path: "c.yaml", Providers: map[string]config.Provider{"google": {}, "microsoft": {}}}
 	none := &config.Config{Path: "c.yaml"}
 
-	if got, err := chooseProvider(one, ""); err != nil || got != "work" {
+	if got, err := chooseProvider(single, ""); err != nil || got != "work" {
 		t.Errorf("only provider: %q, %v", got, err)
 	}
 	if got, err := chooseProvider(two, "microsoft"); err != nil || got != "microsoft" {
@@ -293,7 +293,7 @@ func TestChooseProvider(t *testing.T) {
 	if _, err := chooseProvider(two, ""); err == nil || !strings.Contains(err.Error(), "--provider") {
 		t.Errorf("several providers: err = %v, expected a hint about --provider", err)
 	}
-	if _, err := chooseProvider(one, "google"); err == nil || !strings.Contains(err.Error(), "work") {
+	if _, err := chooseProvider(single, "google"); err == nil || !strings.Contains(err.Error(), "work") {
 		t.Errorf("unknown provider: err = %v, expected the configured names", err)
 	}
 	if _, err := chooseProvider(none, ""); err == nil {

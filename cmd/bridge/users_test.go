@@ -171,7 +171,7 @@ func TestAllowSenderAgainstServe(t *testing.T) {
 		t.Errorf("MAIL FROM the allowed sender: %v", err)
 	}
 
-	// passwd keeps the list unless told otherwise.
+	// passwd keeps the list unless --allow-sender or --any-sender is given.
 	file := filepath.Join(t.TempDir(), "pw")
 	os.WriteFile(file, []byte("second password\n"), 0o600)
 	if _, err := runCommand(t, "", "users", "passwd", "printer", "--password-file", file, "--config", env.ConfigPath); err != nil {
@@ -320,6 +320,19 @@ func TestUsersLockedWithoutAdminSocket(t *testing.T) {
 	_, err := runCommand(t, "", "users", "list", "--config", env.ConfigPath)
 	if !errors.Is(err, store.ErrLocked) || !strings.Contains(err.Error(), "admin socket") {
 		t.Errorf("err = %v, expected ErrLocked and a word about the admin socket", err)
+	}
+}
+
+func TestAuthorizeLockedStoreFailsBeforeConsent(t *testing.T) {
+	t.Parallel()
+	env := bridgetest.New(t, bridgetest.Options{})
+	env.OpenStore(t)
+	out, err := runCommand(t, "", "authorize", "printer", "--config", env.ConfigPath)
+	if !errors.Is(err, store.ErrLocked) {
+		t.Errorf("err = %v, expected ErrLocked", err)
+	}
+	if strings.Contains(out, env.OAuth.AuthURL()) {
+		t.Errorf("a consent URL was printed although the store cannot be written:\n%s", out)
 	}
 }
 
