@@ -6,6 +6,7 @@
 package config
 
 import (
+	"net/netip"
 	"time"
 )
 
@@ -18,6 +19,8 @@ type Config struct {
 	Throttle  Throttle            `yaml:"throttle"`
 	Pool      Pool                `yaml:"pool"`
 	Log       Log                 `yaml:"log"`
+	// TrustedClients lets clients that cannot log in send as a user.
+	TrustedClients []TrustedClient `yaml:"trusted_clients"`
 
 	// Path is the file the configuration was loaded from; it is not a key.
 	Path string `yaml:"-"`
@@ -144,6 +147,37 @@ type Pool struct {
 	// RefreshMargin is how long before expiry an access token in use is
 	// refreshed.
 	RefreshMargin time.Duration `yaml:"refresh_margin"`
+}
+
+// TrustedClient lets a client that cannot log in, such as a printer
+// without SMTP AUTH, send as User when it connects from one of Networks.
+// Every other client must log in.
+type TrustedClient struct {
+	User string `yaml:"user"`
+	// Networks lists CIDR prefixes, such as 10.1.2.3/32, or single
+	// addresses. Empty means loopback only: 127.0.0.0/8 and ::1.
+	Networks []string `yaml:"networks"`
+
+	// prefixes are the parsed Networks, set by validation.
+	prefixes []netip.Prefix
+}
+
+// DefaultTrustedNetworks are the networks of a trusted client that lists
+// none: loopback only.
+var DefaultTrustedNetworks = []string{"127.0.0.0/8", "::1/128"}
+
+// TrustedUser returns the user that a client connecting from addr sends
+// as without AUTH, if a trusted_clients entry covers addr.
+func (c *Config) TrustedUser(addr netip.Addr) (string, bool) {
+	addr = addr.Unmap().WithZone("")
+	for _, tc := range c.TrustedClients {
+		for _, p := range tc.prefixes {
+			if p.Contains(addr) {
+				return tc.User, true
+			}
+		}
+	}
+	return "", false
 }
 
 // Log selects the log level and format.

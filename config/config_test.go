@@ -2,6 +2,7 @@ package config
 
 import (
 	"errors"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -61,6 +62,9 @@ providers:
 	}
 	if example.Log != def.Log {
 		t.Errorf("log: example %+v, defaults %+v", example.Log, def.Log)
+	}
+	if len(example.TrustedClients) != len(def.TrustedClients) {
+		t.Errorf("trusted_clients: example %+v, defaults %+v", example.TrustedClients, def.TrustedClients)
 	}
 	eg, dg := example.Providers["google"], def.Providers["google"]
 	if eg.AuthURL != dg.AuthURL || eg.TokenURL != dg.TokenURL || eg.UserinfoURL != dg.UserinfoURL ||
@@ -219,5 +223,89 @@ func TestPoolMaxConnsDefault(t *testing.T) {
 	}
 	if cfg.Pool.MaxConns != DefaultPoolMaxConns {
 		t.Errorf("max_conns = %d, want %d", cfg.Pool.MaxConns, DefaultPoolMaxConns)
+	}
+}
+
+const minimalProvider = `providers:
+  google:
+    client_id: x
+    client_secret: y
+`
+
+func TestTrustedClients(t *testing.T) {
+	path := writeConfig(t, minimalProvider+`trusted_clients:
+  - user: printer
+  - user: scanner
+    networks: [10.1.2.3/32, 192.0.2.7, "2001:db8::/64"]
+`)
+	cfg, err := Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := cfg.TrustedClients[0].Networks; strings.Join(got, " ") != "127.0.0.0/8 ::1/128" {
+		t.Errorf("default networks = %v, want loopback only", got)
+	}
+	for _, tc := range []struct {
+		addr string
+		user string
+	}{
+		{"127.0.0.1", "printer"},
+		{"127.9.9.9", "printer"},
+		{"::1", "printer"},
+		{"::ffff:127.0.0.1", "printer"},
+		{"10.1.2.3", "scanner"},
+		{"::ffff:10.1.2.3", "scanner"},
+		{"192.0.2.7", "scanner"},
+		{"2001:db8::42", "scanner"},
+		{"10.1.2.4", ""},
+		{"192.0.2.8", ""},
+		{"2001:db8:1::1", ""},
+		{"fe80::1%eth0", ""},
+	} {
+		user, ok := cfg.TrustedUser(netip.MustParseAddr(tc.addr))
+		if user != tc.user || ok != (tc.user != "") {
+			t.Errorf("TrustedUser(%s) = %q, %v, want %q", tc.addr, user, ok, tc.user)
+		}
+	}
+}
+
+func TestNoTrustedClientsTrustsNobody(t *testing.T) {
+	cfg, err := Load(writeConfig(t, minimalProvider))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if user, ok := cfg.TrustedUser(netip.MustParseAddr("127.0.0.1")); ok {
+		t.Errorf("loopback sends as %q without any trusted_clients", user)
+	}
+}
+
+func TestTrustedClientsInvalid(t *testing.T) {
+	path := writeConfig(t, minimalProvider+`trusted_clients:
+  - networks: [10.0.0.0/8]
+  - user: b
+    networks: [not-a-network, 0.0.0.0/0, "::/0", 10.1.0.0/16, "::ffff:10.0.0.0/104"]
+`)
+	_, err := Load(path)
+	var ps Problems
+	if !errors.As(err, &ps) {
+		t.Fatalf("err = %v, want Problems", err)
+	}
+	got := err.Error()
+	for _, want := range []string{
+		"trusted_clients[0].user: missing",
+		`trusted_clients[1].networks[0]: invalid network "not-a-network"`,
+		"trusted_clients[1].networks[1]: network 0.0.0.0/0 covers every address",
+		"trusted_clients[1].networks[2]: network ::/0 covers every address",
+		"trusted_clients[1].networks[3]: network 10.1.0.0/16 overlaps 10.0.0.0/8 of trusted_clients[0]",
+		`trusted_clients[1].networks[4]: invalid network "::ffff:10.0.0.0/104"`,
+	} {
+		if !strings.Contains(got, want) {
+			t.Errorf("problems lack %q:\n%s", want, got)
+		}
+	}
+	for _, p := range ps {
+		if p.Line == 0 {
+			t.Errorf("problem without line: %v", p)
+		}
 	}
 }

@@ -117,6 +117,12 @@ func (c *Config) applyDefaults() {
 	setDuration(&c.Pool.IdleTimeout, DefaultPoolIdleTimeout)
 	setDuration(&c.Pool.RefreshMargin, DefaultRefreshMargin)
 
+	for i := range c.TrustedClients {
+		if len(c.TrustedClients[i].Networks) == 0 {
+			c.TrustedClients[i].Networks = append([]string(nil), DefaultTrustedNetworks...)
+		}
+	}
+
 	setString(&c.Log.Level, "info")
 	setString(&c.Log.Format, "text")
 }

@@ -109,6 +109,8 @@ func (c *Config) validate(lines lineFinder) Problems {
 		v.add(at("pool", "refresh_margin"), "must not be negative")
 	}
 
+	v.trustedClients(c.TrustedClients)
+
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":
 	default:
@@ -254,4 +256,61 @@ func (v *validator) readable(path []any, file string) {
 		return
 	}
 	f.Close()
+}
+
+// trustedClients parses the networks of each entry into its prefixes and
+// rejects entries that would make the bridge an open relay or map one
+// address to two users.
+func (v *validator) trustedClients(tcs []TrustedClient) {
+	type owned struct {
+		prefix netip.Prefix
+		entry  int
+	}
+	var seen []owned
+	for i := range tcs {
+		tc := &tcs[i]
+		tc.prefixes = nil
+		if tc.User == "" {
+			v.add(at("trusted_clients", i, "user"), "missing: name the local user that these clients send as")
+		}
+		for j, network := range tc.Networks {
+			key := at("trusted_clients", i, "networks", j)
+			prefix, err := parsePrefix(network)
+			if err != nil {
+				v.add(key, "invalid network %q: use a CIDR prefix such as 10.1.2.3/32, or an address", network)
+				continue
+			}
+			if prefix.Bits() == 0 {
+				v.add(key, "network %s covers every address, which would make the bridge an open relay; list the clients' own addresses", network)
+				continue
+			}
+			for _, o := range seen {
+				if o.prefix.Overlaps(prefix) {
+					v.add(key, "network %s overlaps %s of trusted_clients[%d]; an address may send as one user only", network, o.prefix, o.entry)
+				}
+			}
+			seen = append(seen, owned{prefix, i})
+			tc.prefixes = append(tc.prefixes, prefix)
+		}
+	}
+}
+
+// parsePrefix parses a CIDR prefix or a single address, which becomes a
+// prefix of its full length.
+func parsePrefix(s string) (netip.Prefix, error) {
+	if addr, err := netip.ParseAddr(s); err == nil {
+		if addr.Zone() != "" {
+			return netip.Prefix{}, fmt.Errorf("address %s has a zone", s)
+		}
+		addr = addr.Unmap()
+		return netip.PrefixFrom(addr, addr.BitLen()), nil
+	}
+	prefix, err := netip.ParsePrefix(s)
+	if err != nil {
+		return netip.Prefix{}, err
+	}
+	if prefix.Addr().Is4In6() {
+		return netip.Prefix{}, fmt.Errorf("prefix %s is IPv4-mapped IPv6; use the IPv4 form", s)
+	}
+	return prefix.Masked(), nil
 }

@@ -63,8 +63,13 @@ func tokenFault(f fakeoauth.TokenFault, delay time.Duration) func(*testing.T, *h
 }
 
 // bigMessage is large enough to fill the socket buffers between the bridge
-// and a fake that has stopped reading, so that a write blocks.
-var bigMessage = testMessage + strings.Repeat(strings.Repeat("x", 76)+"\r\n", 160_000)
+// and a gate that has stopped reading, so that a write blocks. The gate's
+// buffers are small; the bridge's send buffer may grow to 4 MiB, the
+// default maximum of Linux's net.ipv4.tcp_wmem.
+var bigMessage = testMessage + strings.Repeat(strings.Repeat("x", 76)+"\r\n", 80_000)
+
+// gateBuffer is the size of the gate's socket buffers.
+const gateBuffer = 16 << 10
 
 var faultCases = []faultCase{
 	// Connecting.
@@ -117,9 +122,10 @@ var faultCases = []faultCase{
 	{name: "data command slow", arm: gmailFault(fakegmail.Fault{Stage: fakegmail.StageData, Delay: faultDelay}),
 		code: 451, logs: []string{"upstream timed out"}},
 	{name: "data body dropped", arm: gmailFault(fakegmail.Fault{Stage: fakegmail.StageDataBody, AfterBytes: 100, Drop: true}),
-		body: bigMessage, class: 4},
-	{name: "data body not read", arm: gmailFault(fakegmail.Fault{Stage: fakegmail.StageDataBody, AfterBytes: 100, Delay: faultDelay}),
-		body: bigMessage, code: 451, logs: []string{"upstream timed out"}},
+		body: testMessage + strings.Repeat("line of the body that keeps going\r\n", 2000), class: 4},
+	{name: "data body not read", arm: func(_ *testing.T, _ *harness, g *gate) { g.stallAfter(64 << 10) },
+		undo: func(_ *harness, g *gate) { g.stallAfter(0) },
+		body: bigMessage, code: 451, logs: []string{"upstream timed out", "write tcp"}},
 	{name: "final dot dropped", arm: gmailFault(fakegmail.Fault{Stage: fakegmail.StageDataEnd, Drop: true}),
 		class: 4, logs: []string{"upstream connection lost"}},
 	{name: "final dot slow", arm: gmailFault(fakegmail.Fault{Stage: fakegmail.StageDataEnd, Delay: faultDelay}),
@@ -236,6 +242,8 @@ type gate struct {
 	mu    sync.Mutex
 	ln    net.Listener
 	conns []net.Conn
+	stall int64
+	done  chan struct{}
 }
 
 func startGate(t testing.TB, target string) *gate {
@@ -244,9 +252,10 @@ func startGate(t testing.TB, target string) *gate {
 	if err != nil {
 		t.Fatal(err)
 	}
-	g := &gate{t: t, target: target, addr: ln.Addr().String(), ln: ln}
+	g := &gate{t: t, target: target, addr: ln.Addr().String(), ln: ln, done: make(chan struct{})}
 	go g.serve(ln)
 	t.Cleanup(func() {
+		close(g.done)
 		g.refuse()
 		g.mu.Lock()
 		defer g.mu.Unlock()
@@ -291,18 +300,40 @@ func (g *gate) serve(ln net.Listener) {
 			client.Close()
 			continue
 		}
+		// Small fixed socket buffers, so that a fake which stops reading
+		// blocks the bridge's writes after a few hundred kilobytes.
+		for _, c := range []net.Conn{client, server} {
+			c.(*net.TCPConn).SetReadBuffer(gateBuffer)
+			c.(*net.TCPConn).SetWriteBuffer(gateBuffer)
+		}
 		g.mu.Lock()
 		g.conns = append(g.conns, client, server)
+		stall := g.stall
 		g.mu.Unlock()
-		go pipe(client, server)
-		go pipe(server, client)
+		go g.pipe(server, client, stall)
+		go g.pipe(client, server, 0)
 	}
 }
 
+// stallAfter makes connections accepted later stop reading from the
+// bridge after n bytes, as a server that stops reading does. Zero turns
+// it off.
+func (g *gate) stallAfter(n int64) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.stall = n
+}
+
 // pipe copies src to dst and then closes both, so that a drop on one side
-// reaches the other.
-func pipe(dst, src net.Conn) {
-	io.Copy(dst, src)
+// reaches the other. With stall above zero it stops reading after that
+// many bytes and waits for the test to end.
+func (g *gate) pipe(dst, src net.Conn, stall int64) {
+	if stall > 0 {
+		io.CopyN(dst, src, stall)
+		<-g.done
+	} else {
+		io.Copy(dst, src)
+	}
 	dst.Close()
 	src.Close()
 }

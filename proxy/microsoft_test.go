@@ -65,10 +65,12 @@ func TestMicrosoftTokenRejectedRefreshedOnce(t *testing.T) {
 	if _, err := send(c, testAccount, []string{"a@example.org"}, testMessage); err != nil {
 		t.Fatal(err)
 	}
+	// go-smtp returns the connection to the pool after it sends the
+	// reply to the final dot; the reply to RSET comes after that.
+	c.Reset()
 	h.OAuth.ExpireAccessTokens()
 	h.waitIdle(t, 1)
 	h.srv.pool.discardIdle(testAccount)
-	c.Reset()
 	if _, err := send(c, testAccount, []string{"a@example.org"}, testMessage); err != nil {
 		t.Fatalf("send after 535 5.7.3: %v", err)
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/netip"
 	"slices"
 	"strings"
 	"sync"
@@ -80,7 +81,9 @@ func (s *session) authenticate(username, password string) error {
 		return &smtp.SMTPError{Code: 503, EnhancedCode: smtp.EnhancedCode{5, 5, 1}, Message: "Already authenticated"}
 	}
 	if wait := s.srv.throttle.delay(s.remoteIP(), username); wait < 0 {
-		s.log.Warn("AUTH rejected: locked out after repeated failures", "user", username)
+		// The start of the lockout was logged once; each attempt
+		// during it is not, so a scan cannot flood the log.
+		s.log.Debug("AUTH rejected: locked out after repeated failures", "user", username)
 		return s.reply(&smtp.SMTPError{Code: 454, EnhancedCode: smtp.EnhancedCode{4, 7, 0},
 			Message: "Too many failed logins, try again later"})
 	} else if wait > 0 {
@@ -109,16 +112,45 @@ func (s *session) authenticate(username, password string) error {
 	}
 
 	s.srv.throttle.success(s.remoteIP(), username)
+	s.setUser(u)
+	s.log.Info("authenticated")
+	return nil
+}
+
+// setUser makes the session send as u, after AUTH or for a trusted client.
+func (s *session) setUser(u store.User) {
 	s.user = &u
 	s.userName = u.Name
 	s.providerName = u.Provider
 	s.log = s.log.With("user", u.Name, "account", u.Account)
-	s.log.Info("authenticated")
 	go func() {
 		if err := s.srv.users.TouchUser(u.Name, time.Now()); err != nil {
 			s.srv.log.Warn("recording last use", "user", u.Name, "err", err)
 		}
 	}()
+}
+
+// trustedLogin makes a session without AUTH send as the user that
+// trusted_clients maps its client address to. Any other session gets 530.
+func (s *session) trustedLogin() error {
+	addr, err := netip.ParseAddr(s.remoteIP())
+	if err != nil {
+		return s.reply(errAuthRequired)
+	}
+	name, ok := s.srv.cfg().TrustedUser(addr)
+	if !ok {
+		return s.reply(errAuthRequired)
+	}
+
+	u, err := s.srv.users.User(name)
+	if err != nil {
+		s.log.Error("trusted client maps to a user that cannot be read; run: bridge authorize "+name,
+			"client", addr.String(), "user", name, "err", err)
+		return s.reply(&smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 7, 0},
+			Message: "The user for this trusted client is not available, try again later"})
+	}
+	s.setUser(u)
+	s.log.Info("trusted client sends without AUTH", "client", addr.String())
 	return nil
 }
 
@@ -169,7 +201,9 @@ func (s *session) reply(e *smtp.SMTPError) *smtp.SMTPError {
 // A stopping server starts no transaction.
 func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 	if s.user == nil {
-		return s.reply(errAuthRequired)
+		if err := s.trustedLogin(); err != nil {
+			return err
+		}
 	}
 	if !s.cc.beginTx() {
 		s.log.Info("MAIL rejected: the server is stopping")

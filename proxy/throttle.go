@@ -12,7 +12,8 @@ import (
 // line speed. It is safe for concurrent use.
 type throttle struct {
 	settings func() config.Throttle
-	now      func() time.Time
+	// now is time.Now, or a test's clock; it is called with mu held.
+	now func() time.Time
 
 	mu      sync.Mutex
 	entries map[string]*failures
@@ -36,9 +37,9 @@ func throttleKeys(ip, user string) []string {
 // duration while the client address or the username is locked out.
 func (t *throttle) delay(ip, user string) time.Duration {
 	cfg := t.settings()
-	now := t.now()
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	now := t.now()
 
 	var wait time.Duration
 	for _, k := range throttleKeys(ip, user) {
@@ -64,9 +65,9 @@ func (t *throttle) delay(ip, user string) time.Duration {
 // lockout, so the caller logs each lockout once.
 func (t *throttle) failure(ip, user string) (lockedNow bool) {
 	cfg := t.settings()
-	now := t.now()
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	now := t.now()
 
 	for _, k := range throttleKeys(ip, user) {
 		f := t.current(k, cfg, now)
