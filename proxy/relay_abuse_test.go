@@ -24,7 +24,8 @@ func TestNoOpenRelayOnAnyListener(t *testing.T) {
 	h := newHarness(t, bridgetest.Options{
 		Listeners: "  - address: 127.0.0.1:0\n" +
 			"  - address: 127.0.0.2:0\n    tls: starttls\n" + tlsKeys +
-			"  - address: 127.0.0.3:0\n    tls: implicit\n" + tlsKeys,
+			"  - address: 127.0.0.3:0\n    tls: implicit\n" + tlsKeys +
+			"  - address: 127.0.0.4:0\n    tls: starttls\n    insecure_auth: true\n" + tlsKeys,
 		// The failed logins below are not what this test is about.
 		ExtraYAML: "throttle:\n  free_failures: 100\n  lockout_after: 100\n",
 	})
@@ -65,7 +66,7 @@ func TestNoOpenRelayOnAnyListener(t *testing.T) {
 	}
 
 	// Commands a client library would not send in this order.
-	for i, addr := range addrs {
+	for i, addr := range addrs[:3] {
 		t.Run(fmt.Sprintf("raw listener %d", i), func(t *testing.T) {
 			r := rawDial(t, addr.String(), clientTLS, i == 2)
 			r.cmd("EHLO printer", "250")
@@ -87,9 +88,14 @@ func TestNoOpenRelayOnAnyListener(t *testing.T) {
 		})
 	}
 
-	// STARTTLS discards a login made before it.
+	// A STARTTLS listener takes AUTH only over TLS, unless insecure_auth
+	// is set, and STARTTLS then discards a login made before it.
 	t.Run("auth before starttls", func(t *testing.T) {
 		r := rawDial(t, addrs[1].String(), nil, false)
+		r.cmd("EHLO printer", "250")
+		r.cmd("AUTH PLAIN "+b64("\x00"+testUser+"\x00"+testPassword), "523")
+
+		r = rawDial(t, addrs[3].String(), nil, false)
 		r.cmd("EHLO printer", "250")
 		r.cmd("AUTH PLAIN "+b64("\x00"+testUser+"\x00"+testPassword), "235")
 		r.cmd("STARTTLS", "220")
