@@ -176,12 +176,18 @@ func (p *Provider) redeem(ctx context.Context, conf *oauth2.Config, q url.Values
 	if err != nil {
 		return nil, fmt.Errorf("exchanging the authorization code: %w", err)
 	}
+	return p.checkGrant(ctx, client, tok, conf.Scopes, opts.Account)
+}
+
+// checkGrant returns the grant of a token response if it has a refresh
+// token, the mail scope and, when account is set, that account.
+func (p *Provider) checkGrant(ctx context.Context, client *http.Client, tok *oauth2.Token, requested []string, expected string) (*Grant, error) {
 	if tok.RefreshToken == "" {
 		return nil, fmt.Errorf("%w; remove this app's access in the account's security settings "+
 			"and run the command again", ErrNoRefreshToken)
 	}
 
-	scopes := grantedScopes(tok, conf.Scopes)
+	scopes := grantedScopes(tok, requested)
 	if !slices.Contains(scopes, p.MailScope()) {
 		return nil, fmt.Errorf("%w: %s is missing from the granted scopes %q; "+
 			"run the command again and leave the permission to send mail ticked on the consent screen",
@@ -192,9 +198,9 @@ func (p *Provider) redeem(ctx context.Context, conf *oauth2.Config, q url.Values
 	if err != nil {
 		return nil, err
 	}
-	if opts.Account != "" && !strings.EqualFold(account, opts.Account) {
+	if expected != "" && !strings.EqualFold(account, expected) {
 		return nil, fmt.Errorf("%w: %s consented, but %s was expected; sign in to the browser as %s",
-			ErrAccountMismatch, account, opts.Account, opts.Account)
+			ErrAccountMismatch, account, expected, expected)
 	}
 	return &Grant{Account: account, RefreshToken: tok.RefreshToken, Scopes: scopes}, nil
 }
