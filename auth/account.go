@@ -12,6 +12,8 @@ import (
 	"strings"
 
 	"golang.org/x/oauth2"
+
+	"github.com/bridgemail/bridge/config"
 )
 
 // accountAddress returns the consenting account's address, in lower case:
@@ -41,6 +43,9 @@ func (p *Provider) accountAddress(ctx context.Context, client *http.Client, tok 
 // reads.
 type idClaims struct {
 	Email string `json:"email"`
+	// PreferredUsername is the sign-in name; Microsoft's ID tokens carry
+	// the mailbox address here when they have no email claim.
+	PreferredUsername string `json:"preferred_username"`
 	// Audience is a string or an array of strings (OpenID Connect Core
 	// section 2).
 	Audience json.RawMessage `json:"aud"`
@@ -65,6 +70,9 @@ func (p *Provider) idTokenEmail(raw string) (string, error) {
 	}
 	if len(c.Audience) > 0 && !audienceContains(c.Audience, p.OAuth.ClientID) {
 		return "", fmt.Errorf("the audience %s is not the client id %s", c.Audience, p.OAuth.ClientID)
+	}
+	if c.Email == "" && p.Kind == config.KindMicrosoft && strings.Contains(c.PreferredUsername, "@") {
+		return c.PreferredUsername, nil
 	}
 	return c.Email, nil
 }

@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"golang.org/x/oauth2"
+
+	"github.com/bridgemail/bridge/config"
 )
 
 // DefaultConsentTimeout is how long Consent waits for the redirect back
@@ -133,11 +135,14 @@ func (p *Provider) Consent(ctx context.Context, opts ConsentOptions) (*Grant, er
 func (p *Provider) authCodeOptions(verifier, account string) []oauth2.AuthCodeOption {
 	opts := []oauth2.AuthCodeOption{
 		oauth2.S256ChallengeOption(verifier),
-		// Google returns a refresh token only for access_type=offline,
-		// and again for an account that consented before only with
-		// prompt=consent.
-		oauth2.AccessTypeOffline,
+		// Google returns a refresh token again for an account that
+		// consented before only with prompt=consent.
 		oauth2.ApprovalForce,
+	}
+	if p.Kind != config.KindMicrosoft {
+		// Google returns a refresh token only for access_type=offline;
+		// Microsoft returns one for the offline_access scope instead.
+		opts = append(opts, oauth2.AccessTypeOffline)
 	}
 	if account != "" {
 		opts = append(opts, oauth2.SetAuthURLParam("login_hint", account))

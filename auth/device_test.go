@@ -2,12 +2,16 @@ package auth
 
 import (
 	"context"
+	"encoding/base64"
 	"errors"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"golang.org/x/oauth2"
+
+	"github.com/bridgemail/bridge/config"
 	"github.com/bridgemail/bridge/internal/fakeoauth"
 )
 
@@ -141,5 +145,26 @@ func TestDeviceConsentRefusedForGoogle(t *testing.T) {
 	}
 	if n := len(fake.Requests()); n != 0 {
 		t.Errorf("%d requests sent to Google", n)
+	}
+}
+
+func TestIDTokenPreferredUsernameForMicrosoft(t *testing.T) {
+	claims := `{"aud":"client-1","preferred_username":"Scanner@Contoso.example"}`
+	raw := "e30." + base64.RawURLEncoding.EncodeToString([]byte(claims)) + ".sig"
+	for _, tc := range []struct {
+		kind string
+		want string
+	}{
+		{config.KindMicrosoft, "Scanner@Contoso.example"},
+		{config.KindGoogle, ""},
+	} {
+		p := &Provider{Kind: tc.kind, OAuth: &oauth2.Config{ClientID: "client-1"}}
+		got, err := p.idTokenEmail(raw)
+		if err != nil {
+			t.Fatalf("%s: %v", tc.kind, err)
+		}
+		if got != tc.want {
+			t.Errorf("%s: address = %q, want %q", tc.kind, got, tc.want)
+		}
 	}
 }

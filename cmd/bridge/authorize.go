@@ -23,17 +23,19 @@ type authorizeFlags struct {
 	provider string
 	account  string
 	port     int
+	device   bool
 	timeout  time.Duration
 	password passwordFlags
 }
 
 func runAuthorize(ctx context.Context, e env, args []string) error {
-	fs := newFlagSet(e, "authorize", "USER [--provider NAME] [--account EMAIL] [--password-file PATH] [--allow-sender ADDR]...")
+	fs := newFlagSet(e, "authorize", "USER [--provider NAME] [--account EMAIL] [--device] [--password-file PATH] [--allow-sender ADDR]...")
 	var f authorizeFlags
 	fs.StringVar(&f.config, "config", defaultConfigPath, "configuration `file`")
 	fs.StringVar(&f.provider, "provider", "", "`name` of the provider in the configuration; defaults to the only one configured")
 	fs.StringVar(&f.account, "account", "", "`address` to send as: sent as login_hint, and consent for another account is rejected")
 	fs.IntVar(&f.port, "port", 0, "`port` on 127.0.0.1 that the browser is redirected to; 0 picks a free one")
+	fs.BoolVar(&f.device, "device", false, "use the device authorization grant: enter a code on any device instead of a redirect (Microsoft only)")
 	fs.DurationVar(&f.timeout, "timeout", auth.DefaultConsentTimeout, "how long to wait for the consent")
 	f.password.register(fs, "a new user gets a generated password; an existing one keeps its password")
 	rest, err := parseFlags(fs, args, 1)
@@ -124,6 +126,14 @@ func chooseProvider(cfg *config.Config, name string) (string, error) {
 }
 
 func consent(ctx context.Context, e env, cfg *config.Config, p *auth.Provider, f authorizeFlags) (*auth.Grant, error) {
+	if f.device {
+		return p.DeviceConsent(ctx, auth.DeviceOptions{
+			Account:    f.account,
+			Timeout:    f.timeout,
+			Out:        e.stdout,
+			HTTPClient: &http.Client{Timeout: cfg.Limits.TokenTimeout},
+		})
+	}
 	opts := auth.ConsentOptions{
 		Account:    f.account,
 		Port:       f.port,
