@@ -64,6 +64,10 @@ type Tokens struct {
 	// Margin is how long before its expiry an access token counts as
 	// expired.
 	Margin time.Duration
+	// InUse is how long after its last AccessToken an account counts as
+	// in use, for the background refresh that Start runs. Set it before
+	// Start.
+	InUse time.Duration
 	// Timeout bounds one request to the token endpoint. Set it before
 	// first use; Reconfigure changes it later.
 	Timeout time.Duration
@@ -73,6 +77,12 @@ type Tokens struct {
 
 	mu       sync.Mutex
 	accounts map[string]*accountTokens
+	// refreshAhead is the margin of the background refresh; zero turns
+	// it off.
+	refreshAhead time.Duration
+	// background runs the refresher and the refreshes it starts; it is
+	// nil until Start.
+	background *refresher
 }
 
 // accountTokens is the cache entry of one account. The refresh channel
@@ -84,7 +94,12 @@ type accountTokens struct {
 	token        *oauth2.Token
 	refreshToken string
 	lastRefresh  time.Time
+	lastAttempt  time.Time
 	lastError    error
+	// lastUsed and provider are the time and provider of the last
+	// AccessToken, which the background refresh needs.
+	lastUsed time.Time
+	provider string
 }
 
 // NewTokens returns a token cache over st for the given providers.
@@ -94,6 +109,7 @@ func NewTokens(st TokenStore, providers map[string]*Provider, log *slog.Logger) 
 		providers: providers,
 		log:       log,
 		Margin:    time.Minute,
+		InUse:     DefaultInUse,
 		Timeout:   30 * time.Second,
 		accounts:  make(map[string]*accountTokens),
 	}
@@ -112,10 +128,16 @@ func (t *Tokens) entry(account string) *accountTokens {
 
 // AccessToken returns a valid access token for the account at the named
 // provider, refreshing it when it is missing or expires within Margin.
-// The error is a *ConsentError, a *TokenError or the context's error.
+// A token that is valid but due for the background refresh is returned
+// at once, and the refresh starts behind it. The error is a
+// *ConsentError, a *TokenError or the context's error.
 func (t *Tokens) AccessToken(ctx context.Context, provider, account string) (string, error) {
 	e := t.entry(account)
+	e.use(provider, time.Now())
 	if tok := e.valid(t.Margin); tok != "" {
+		if t.due(e, time.Now()) {
+			t.refreshInBackground(e, provider, account)
+		}
 		return tok, nil
 	}
 
@@ -130,7 +152,9 @@ func (t *Tokens) AccessToken(ctx context.Context, provider, account string) (str
 	if tok := e.valid(t.Margin); tok != "" {
 		return tok, nil
 	}
-	return t.refreshLocked(ctx, e, provider, account)
+	// A refresh serves every session that waits for it, so it must not
+	// end when the session that started it goes away.
+	return t.refreshLocked(context.WithoutCancel(ctx), e, provider, account)
 }
 
 // Invalidate drops the cached access token if it is still token, after
@@ -150,6 +174,14 @@ func (t *Tokens) Forget(account string) {
 	t.mu.Lock()
 	delete(t.accounts, account)
 	t.mu.Unlock()
+}
+
+// use records that a session asked for a token of the account.
+func (e *accountTokens) use(provider string, now time.Time) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.lastUsed = now
+	e.provider = provider
 }
 
 func (e *accountTokens) valid(margin time.Duration) string {
@@ -185,9 +217,7 @@ func (t *Tokens) refreshLocked(ctx context.Context, e *accountTokens, providerNa
 		refreshToken = acct.RefreshToken
 	}
 
-	// A refresh serves every session that waits for it, so it must not
-	// end when the session that started it goes away.
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), timeout)
+	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	client := t.HTTPClient
 	if client == nil {
@@ -196,6 +226,9 @@ func (t *Tokens) refreshLocked(ctx context.Context, e *accountTokens, providerNa
 	ctx = context.WithValue(ctx, oauth2.HTTPClient, client)
 
 	start := time.Now()
+	e.mu.Lock()
+	e.lastAttempt = start
+	e.mu.Unlock()
 	tok, err := p.OAuth.TokenSource(ctx, &oauth2.Token{RefreshToken: refreshToken}).Token()
 	if err != nil {
 		err = classifyRefresh(account, err)
@@ -302,7 +335,7 @@ func (t *Tokens) Refresh(ctx context.Context, provider, account string) (time.Ti
 	}
 	defer func() { <-e.refresh }()
 
-	if _, err := t.refreshLocked(ctx, e, provider, account); err != nil {
+	if _, err := t.refreshLocked(context.WithoutCancel(ctx), e, provider, account); err != nil {
 		return time.Time{}, err
 	}
 	e.mu.Lock()

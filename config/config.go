@@ -144,8 +144,8 @@ type Pool struct {
 	// negative value turns reuse off.
 	MaxIdle     int           `yaml:"max_idle"`
 	IdleTimeout time.Duration `yaml:"idle_timeout"`
-	// RefreshMargin is how long before expiry an access token in use is
-	// refreshed.
+	// RefreshMargin is how long before expiry the access token of an
+	// account in use is refreshed in the background.
 	RefreshMargin time.Duration `yaml:"refresh_margin"`
 }
 

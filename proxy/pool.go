@@ -24,9 +24,6 @@ type pool struct {
 	dialer *dialer
 	// settings returns the current pool configuration.
 	settings func() config.Pool
-	// queueTimeout bounds how long a session waits for a connection when
-	// the account has MaxConns open.
-	queueTimeout time.Duration
 
 	mu       sync.Mutex
 	accounts map[string]*accountConns
@@ -65,14 +62,13 @@ func (e *poolBusyError) Error() string {
 	return fmt.Sprintf("all %d upstream connections of %s stayed busy for %v", e.maxConns, e.account, e.waited)
 }
 
-func newPool(d *dialer, settings func() config.Pool, queueTimeout time.Duration) *pool {
+func newPool(d *dialer, settings func() config.Pool) *pool {
 	p := &pool{
-		dialer:       d,
-		settings:     settings,
-		queueTimeout: queueTimeout,
-		accounts:     make(map[string]*accountConns),
-		stop:         make(chan struct{}),
-		done:         make(chan struct{}),
+		dialer:   d,
+		settings: settings,
+		accounts: make(map[string]*accountConns),
+		stop:     make(chan struct{}),
+		done:     make(chan struct{}),
 	}
 	go p.reap()
 	return p
@@ -92,7 +88,7 @@ func (p *pool) account(name string) *accountConns {
 // get returns an idle connection of the account that is still alive, or
 // a new one. With fresh set it skips the idle connections. When the
 // account already has MaxConns connections open, get waits for one to be
-// released, until ctx is done or the queue timeout passes.
+// released, until ctx is done or the dial timeout passes.
 func (p *pool) get(ctx context.Context, prov *auth.Provider, account string, fresh bool) (*upstream, error) {
 	var timeout <-chan time.Time
 	start := time.Now()
@@ -139,7 +135,7 @@ func (p *pool) get(ctx context.Context, prov *auth.Provider, account string, fre
 		p.mu.Unlock()
 
 		if timeout == nil {
-			timer := time.NewTimer(p.queueTimeout)
+			timer := time.NewTimer(p.dialer.limits().DialTimeout)
 			defer timer.Stop()
 			timeout = timer.C
 		}
@@ -226,13 +222,15 @@ func (p *pool) dropIfUnused(account string, a *accountConns) {
 
 // release returns a connection whose last transaction ended, with a reply
 // to the end of data, a rejected MAIL or a completed RSET. It is kept for
-// reuse if there is room, or else closed with QUIT.
+// reuse if there is room or a session waits for it, or else closed with
+// QUIT.
 func (p *pool) release(up *upstream) {
 	cfg := p.settings()
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	a := p.account(up.account)
-	if !p.closed && cfg.MaxIdle > 0 && len(a.idle) < cfg.MaxIdle && time.Since(up.created) < maxConnAge {
+	room := len(a.idle) < cfg.MaxIdle || len(a.waiters) > 0
+	if !p.closed && cfg.MaxIdle > 0 && room && time.Since(up.created) < maxConnAge {
 		a.idle = append(a.idle, idleConn{up: up, since: time.Now()})
 		p.wakeOne(a)
 		return

@@ -409,3 +409,33 @@ func TestPoolManySessionsConcurrently(t *testing.T) {
 		time.Sleep(time.Millisecond)
 	}
 }
+
+func TestPoolBurstOfSessionsOneTokenRequest(t *testing.T) {
+	h := newHarness(t, bridgetest.Options{})
+	const sessions = 200
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	for i := range sessions {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-start
+			if err := sendSession(h.addr, fmt.Sprintf("Subject: %d\r\n\r\nbody\r\n", i)); err != nil {
+				t.Errorf("session %d: %v", i, err)
+			}
+		}()
+	}
+	close(start)
+	wg.Wait()
+
+	h.Gmail.WaitMessages(t, sessions, 10*time.Second)
+	if n := h.OAuth.RefreshRequests(); n != 1 {
+		t.Errorf("refresh requests = %d, want 1", n)
+	}
+	if n, max := h.Gmail.Conns(), h.Config.Pool.MaxConns; n > max {
+		t.Errorf("upstream connections = %d, want at most pool.max_conns = %d", n, max)
+	}
+	if n := h.Gmail.AuthAttempts(); n > h.Config.Pool.MaxConns {
+		t.Errorf("upstream logins = %d, want at most %d", n, h.Config.Pool.MaxConns)
+	}
+}

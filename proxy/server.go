@@ -99,7 +99,7 @@ func New(o Options) (*Server, error) {
 		hostname: hostname,
 		log:      o.Log,
 	}
-	s.pool = newPool(d, func() config.Pool { return s.cfg().Pool }, o.Config.Limits.DialTimeout)
+	s.pool = newPool(d, func() config.Pool { return s.cfg().Pool })
 	s.throttle = newThrottle(func() config.Throttle { return s.cfg().Throttle })
 	return s, nil
 }
@@ -146,9 +146,11 @@ func (s *Server) Reload(cfg *config.Config, providers map[string]*auth.Provider)
 	}
 	if s.started.IsZero() {
 		s.settings.Store(&settings{cfg: cfg, providers: providers})
-		return nil
+	} else if err := s.apply(cfg, providers); err != nil {
+		return err
 	}
-	return s.apply(cfg, providers)
+	s.tokens.SetRefreshAhead(cfg.Pool.RefreshMargin)
+	return nil
 }
 
 // apply makes the listeners match cfg. Everything that can fail happens

@@ -91,6 +91,7 @@ func openDaemon(cfg *config.Config, log *slog.Logger) (*daemon, error) {
 	}
 	tokens := auth.NewTokens(st, providers, log)
 	tokens.Timeout = cfg.Limits.TokenTimeout
+	tokens.SetRefreshAhead(cfg.Pool.RefreshMargin)
 	passwords, err := auth.NewPasswordChecker(auth.DefaultCacheTTL)
 	if err != nil {
 		st.Close()
@@ -109,10 +110,12 @@ func openDaemon(cfg *config.Config, log *slog.Logger) (*daemon, error) {
 		st.Close()
 		return nil, err
 	}
+	tokens.Start()
 	return &daemon{cfg: cfg, log: log, store: st, providers: providers, tokens: tokens, server: srv}, nil
 }
 
 func (d *daemon) close() {
+	d.tokens.Stop()
 	d.store.Close()
 }
 
