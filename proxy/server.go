@@ -49,6 +49,9 @@ type Options struct {
 // Server serves SMTP on the configured listeners. Its methods are safe
 // for concurrent use.
 type Server struct {
+	// background tracks goroutines that write to the store.
+	background sync.WaitGroup
+
 	users     Users
 	tokens    *auth.Tokens
 	passwords *auth.PasswordChecker
@@ -261,6 +264,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		s.waitConns(abortWait)
 	}
 	s.pool.close()
+	// The store closes after Shutdown, so the writes of last use must
+	// end first.
+	s.background.Wait()
 	return err
 }
 

@@ -123,11 +123,11 @@ func (s *session) setUser(u store.User) {
 	s.userName = u.Name
 	s.providerName = u.Provider
 	s.log = s.log.With("user", u.Name, "account", u.Account)
-	go func() {
+	s.srv.background.Go(func() {
 		if err := s.srv.users.TouchUser(u.Name, time.Now()); err != nil {
 			s.srv.log.Warn("recording last use", "user", u.Name, "err", err)
 		}
-	}()
+	})
 }
 
 // trustedLogin makes a session without AUTH send as the user that
