@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/emersion/go-sasl"
 	"github.com/emersion/go-smtp"
 
 	"github.com/bridgemail/bridge/internal/bridgetest"
@@ -97,5 +98,69 @@ func TestMicrosoftSMTPAuthDisabledNamesFix(t *testing.T) {
 	// A disabled mailbox is not a token problem: no refresh, no retry.
 	if n := h.Gmail.AuthAttempts(); n != 1 {
 		t.Errorf("upstream AUTH attempts = %d, want 1", n)
+	}
+}
+
+// The core scenarios, run against each provider's fakes.
+func TestCoreScenariosPerProvider(t *testing.T) {
+	flavors := []struct {
+		name   string
+		flavor fakeoauth.Flavor
+	}{{"google", fakeoauth.Google}, {"microsoft", fakeoauth.Microsoft}}
+	for _, f := range flavors {
+		t.Run(f.name, func(t *testing.T) {
+			t.Run("plain and login byte-exact", func(t *testing.T) {
+				h := newHarness(t, bridgetest.Options{Flavor: f.flavor})
+				for _, a := range []sasl.Client{
+					sasl.NewPlainClient("", testUser, testPassword),
+					sasl.NewLoginClient(testUser, testPassword),
+				} {
+					c := h.dial(t)
+					if err := c.Auth(a); err != nil {
+						t.Fatal(err)
+					}
+					if _, err := send(c, testAccount, []string{"a@example.org"}, testMessage); err != nil {
+						t.Fatal(err)
+					}
+					c.Quit()
+				}
+				for _, m := range h.Gmail.WaitMessages(t, 2, 5*time.Second) {
+					if !bytes.Equal(m.Data, []byte(testMessage)) {
+						t.Errorf("data differs: %q", m.Data)
+					}
+				}
+				if n := h.OAuth.RefreshRequests(); n != 1 {
+					t.Errorf("refresh requests = %d, want 1", n)
+				}
+			})
+			t.Run("revoked consent", func(t *testing.T) {
+				h := newHarness(t, bridgetest.Options{Flavor: f.flavor})
+				h.OAuth.RevokeAll()
+				err := h.login(t).Mail(testAccount, nil)
+				if se, ok := err.(*smtp.SMTPError); !ok || se.Code != 535 ||
+					!strings.Contains(se.Message, "bridge authorize "+testUser) {
+					t.Fatalf("MAIL: %v, want 535 naming bridge authorize", err)
+				}
+			})
+			t.Run("token endpoint down", func(t *testing.T) {
+				h := newHarness(t, bridgetest.Options{Flavor: f.flavor})
+				h.OAuth.SetTokenFault(fakeoauth.ServerError)
+				err := h.login(t).Mail(testAccount, nil)
+				if se, ok := err.(*smtp.SMTPError); !ok || se.Code != 454 {
+					t.Fatalf("MAIL: %v, want 454", err)
+				}
+			})
+			t.Run("upstream drop mid-data", func(t *testing.T) {
+				h := newHarness(t, bridgetest.Options{Flavor: f.flavor})
+				h.Gmail.AddFault(fakegmail.Fault{Stage: fakegmail.StageDataBody, AfterBytes: 50, Drop: true})
+				_, err := send(h.login(t), testAccount, []string{"a@example.org"}, testMessage+strings.Repeat("x\r\n", 500))
+				if se, ok := err.(*smtp.SMTPError); !ok || se.Code/100 != 4 {
+					t.Fatalf("send: %v, want 4xx", err)
+				}
+				if n := len(h.Gmail.Messages()); n != 0 {
+					t.Errorf("upstream recorded %d messages", n)
+				}
+			})
+		})
 	}
 }
