@@ -227,6 +227,12 @@ func (l *listener) dispatch(raw net.Conn) {
 		if f.implicit != nil {
 			conn = tls.Server(cc, f.implicit)
 		}
+		if tracing(l.srv.log) {
+			id := newSessionID()
+			tc := newTracedConn(conn, l.srv.log.With("session", id), true)
+			tc.id = id
+			conn = tc
+		}
 		select {
 		case f.conns <- conn:
 			return

@@ -281,6 +281,9 @@ func (s *Server) waitConns(d time.Duration) {
 func (s *Server) NewSession(c *smtp.Conn) (smtp.Session, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	id := newSessionID()
+	if tc := findTraced(c.Conn()); tc != nil {
+		id = tc.id
+	}
 	sess := &session{
 		srv:    s,
 		conn:   c,
@@ -304,11 +307,12 @@ func (s *Server) sessionDone() { s.sessions.Add(-1) }
 // trackedConn returns the clientConn below go-smtp's connection, which is
 // TLS on top of it after STARTTLS or on an implicit TLS listener.
 func trackedConn(c net.Conn) *clientConn {
-	if tc, ok := c.(*tls.Conn); ok {
-		c = tc.NetConn()
+	for ; c != nil; c = unwrapConn(c) {
+		if cc, ok := c.(*clientConn); ok {
+			return cc
+		}
 	}
-	cc, _ := c.(*clientConn)
-	return cc
+	return nil
 }
 
 var sessionEncoding = base32.StdEncoding.WithPadding(base32.NoPadding)

@@ -193,6 +193,9 @@ func (d *dialer) dial(ctx context.Context, p *auth.Provider) (*upstream, error) 
 		return nil, &upstreamError{op: "TLS handshake with " + addr, err: err}
 	}
 	conn = tc
+	if tracing(d.log) {
+		conn = newTracedConn(conn, d.log.With("upstream", addr), false)
+	}
 
 	// go-smtp's client reads a greeting first, with the command timeout.
 	// It gets a stand-in instead: after STARTTLS the server sends no
