@@ -307,7 +307,8 @@ func (s *session) Data(r io.Reader) error {
 	}
 
 	meta := &messageMeta{}
-	size, readErr, writeErr := s.copyData(w, r, meta)
+	lw := &crlfWriter{w: w}
+	size, readErr, writeErr := s.copyData(lw, r, meta)
 	if readErr != nil || writeErr != nil {
 		// The final dot must not reach the upstream for a message that
 		// did not arrive whole, so the connection is dropped instead.
@@ -342,6 +343,10 @@ func (s *session) Data(r io.Reader) error {
 	s.inTx = false
 	up.used++
 	s.srv.activity.sent(s.user.Account)
+	if lw.repaired > 0 {
+		s.log.Info("bare CR or LF line endings relayed as CRLF", "message_id", meta.messageID(),
+			"repaired", lw.repaired)
+	}
 	reply := parseReply(250, resp.StatusText)
 	s.log.Info("message relayed", "message_id", meta.messageID(), "size", size,
 		"recipients", s.rcpts, "reply", fmt.Sprintf("%d %d.%d.%d %s", reply.Code,
