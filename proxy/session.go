@@ -35,6 +35,9 @@ type session struct {
 	// connection that did not come through a listener.
 	cc *clientConn
 
+	// mechanism is the SASL mechanism of the latest AUTH command.
+	mechanism string
+
 	// Set by a successful AUTH.
 	user         *store.User
 	userName     string
@@ -60,6 +63,7 @@ func (s *session) AuthMechanisms() []string {
 
 // Auth returns the SASL server for mech.
 func (s *session) Auth(mech string) (sasl.Server, error) {
+	s.mechanism = mech
 	switch mech {
 	case sasl.Plain:
 		return sasl.NewPlainServer(func(identity, username, password string) error {
@@ -113,7 +117,7 @@ func (s *session) authenticate(username, password string) error {
 
 	s.srv.throttle.success(s.remoteIP(), username)
 	s.setUser(u)
-	s.log.Info("authenticated")
+	s.log.Info("authenticated", "mechanism", s.mechanism)
 	return nil
 }
 
@@ -156,7 +160,7 @@ func (s *session) trustedLogin() error {
 
 func (s *session) authFailed(username, reason string) error {
 	locked := s.srv.throttle.failure(s.remoteIP(), username)
-	s.log.Warn("AUTH failed", "user", username, "reason", reason)
+	s.log.Warn("AUTH failed", "user", username, "mechanism", s.mechanism, "reason", reason)
 	if locked {
 		s.log.Warn("locking out AUTH after repeated failures", "user", username,
 			"client", s.remoteIP(), "for", s.srv.cfg().Throttle.Lockout)
