@@ -32,6 +32,11 @@ type crlfWriter struct {
 var crlf = []byte("\r\n")
 
 func (c *crlfWriter) Write(p []byte) (int, error) {
+	if !c.afterCR && onlyCRLF(p) {
+		// The common case, checked with the assembly of bytes.Count.
+		return c.w.Write(p)
+	}
+
 	n := 0
 	for len(p) > 0 {
 		if c.afterCR {
@@ -66,4 +71,10 @@ func (c *crlfWriter) Write(p []byte) (int, error) {
 		n += i + 1
 	}
 	return n, nil
+}
+
+// onlyCRLF reports whether every CR and LF in p is part of a CRLF.
+func onlyCRLF(p []byte) bool {
+	pairs := bytes.Count(p, crlf)
+	return bytes.Count(p, crlf[:1]) == pairs && bytes.Count(p, crlf[1:]) == pairs
 }
