@@ -65,6 +65,8 @@ func startBridge(t *testing.T, opts bridgetest.Options) *bridgeProc {
 	p.cmd = exec.Command(bridgeBin, "serve", "--config", env.ConfigPath)
 	p.cmd.Stdout = p.logs
 	p.cmd.Stderr = p.logs
+	// A test binary that dies without its cleanup takes the bridge along.
+	p.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}

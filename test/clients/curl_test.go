@@ -24,6 +24,7 @@ func curlArgs(p *bridgeProc, mech string, m corpusMessage) []string {
 }
 
 func TestCurl(t *testing.T) {
+	t.Parallel()
 	curl := requireTool(t, "curl")
 	p := startBridge(t, bridgetest.Options{})
 	for _, mech := range []string{"PLAIN", "LOGIN"} {
@@ -36,7 +37,7 @@ func TestCurl(t *testing.T) {
 					// sends RCPT, and sends the local part in UTF-8.
 					m.To = m.ToIDNA
 				}
-				expectOneMessage(t, p, skip, m)
+				expectOneMessage(t, p, skip, m, mech)
 			})
 		}
 	}
@@ -44,6 +45,6 @@ func TestCurl(t *testing.T) {
 		m := bigMessage(t)
 		skip := len(p.Gmail.Messages())
 		runClient(t, "", curl, curlArgs(p, "PLAIN", m)...)
-		expectOneMessage(t, p, skip, m)
+		expectOneMessage(t, p, skip, m, "PLAIN")
 	})
 }

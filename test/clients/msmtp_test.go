@@ -29,6 +29,7 @@ func writeMsmtpConfig(t *testing.T, p *bridgeProc) string {
 }
 
 func TestMsmtp(t *testing.T) {
+	t.Parallel()
 	msmtp := requireTool(t, "msmtp")
 	p := startBridge(t, bridgetest.Options{})
 	conf := writeMsmtpConfig(t, p)
@@ -42,7 +43,7 @@ func TestMsmtp(t *testing.T) {
 				// SMTPUTF8 on MAIL. The bridge relays both as they came,
 				// so the upstream's reply to RCPT decides.
 				m.UTF8 = false
-				expectOneMessage(t, p, skip, m)
+				expectOneMessage(t, p, skip, m, strings.ToUpper(mech))
 			})
 		}
 	}

@@ -23,9 +23,16 @@ const clientTimeout = 3 * time.Minute
 // returns the program's combined output.
 func runClient(t *testing.T, stdinPath string, name string, args ...string) string {
 	t.Helper()
+	return runClientEnv(t, nil, stdinPath, name, args...)
+}
+
+// runClientEnv is runClient with env added to the environment.
+func runClientEnv(t *testing.T, env []string, stdinPath string, name string, args ...string) string {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), clientTimeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, name, args...)
+	cmd.Env = append(os.Environ(), env...)
 	if stdinPath != "" {
 		f, err := os.Open(stdinPath)
 		if err != nil {
@@ -61,8 +68,9 @@ func tail(out []byte) string {
 }
 
 // expectOneMessage checks that exactly one message arrived upstream after
-// the first skip, and that it is m, byte for byte.
-func expectOneMessage(t *testing.T, p *bridgeProc, skip int, m corpusMessage) fakegmail.Message {
+// the first skip, that it is m, byte for byte, and that the client
+// authenticated with mech.
+func expectOneMessage(t *testing.T, p *bridgeProc, skip int, m corpusMessage, mech string) fakegmail.Message {
 	t.Helper()
 	got := newMessages(t, p.Gmail, skip, 1)[0]
 	assertSameData(t, got.Data, m.Data)
@@ -76,9 +84,12 @@ func expectOneMessage(t *testing.T, p *bridgeProc, skip int, m corpusMessage) fa
 	// The bridge logs the size of the data that it read from the client,
 	// so the upstream got as many octets as the client sent.
 	line := p.waitLogN(t, relayedRE, skip+1, time.Minute)
-	size, _ := strconv.Atoi(relayedRE.FindStringSubmatch(line)[1])
+	size, _ := strconv.Atoi(relayedRE.FindStringSubmatch(line)[2])
 	if size != len(got.Data) {
 		t.Errorf("bridge read %d octets from the client and sent %d upstream", size, len(got.Data))
+	}
+	if got := p.mechanism(t, line); got != mech {
+		t.Errorf("client authenticated with %s, want %s", got, mech)
 	}
 	if p.logs.count(repairedRE) > 0 {
 		t.Errorf("bridge repaired line endings of a message sent with CRLF")
@@ -87,9 +98,18 @@ func expectOneMessage(t *testing.T, p *bridgeProc, skip int, m corpusMessage) fa
 }
 
 var (
-	relayedRE  = regexp.MustCompile(`msg="message relayed" .* size=(\d+) `)
+	relayedRE  = regexp.MustCompile(`msg="message relayed" session=(\S+) .* size=(\d+) `)
 	repairedRE = regexp.MustCompile(`relayed as CRLF`)
 )
+
+// mechanism returns the SASL mechanism of the session that logged line.
+func (p *bridgeProc) mechanism(t *testing.T, line string) string {
+	t.Helper()
+	session := relayedRE.FindStringSubmatch(line)[1]
+	re := regexp.MustCompile(`msg=authenticated session=` + regexp.QuoteMeta(session) + ` .*mechanism=(\S+)`)
+	auth := p.waitLog(t, re, time.Minute)
+	return re.FindStringSubmatch(auth)[1]
+}
 
 func checkEnvelope(t *testing.T, got fakegmail.Message, m corpusMessage) {
 	t.Helper()

@@ -9,6 +9,9 @@ import (
 	"github.com/bridgemail/bridge/internal/bridgetest"
 )
 
+// smtplibEnv passes the password to testdata/smtplib_send.py.
+var smtplibEnv = []string{"SMTP_PASSWORD=" + testPassword}
+
 // smtplibArgs returns the arguments of testdata/smtplib_send.py for m.
 func smtplibArgs(p *bridgeProc, auth []string, m corpusMessage) []string {
 	args := []string{filepath.Join("testdata", "smtplib_send.py"),
@@ -24,15 +27,15 @@ func smtplibArgs(p *bridgeProc, auth []string, m corpusMessage) []string {
 }
 
 func TestSmtplib(t *testing.T) {
+	t.Parallel()
 	python := pythonPath(t)
 	p := startBridge(t, bridgetest.Options{})
-	t.Setenv("SMTP_PASSWORD", testPassword)
 	for _, mech := range []string{"PLAIN", "LOGIN"} {
 		for _, m := range loadCorpus(t) {
 			t.Run(mech+"/"+m.Name, func(t *testing.T) {
 				skip := len(p.Gmail.Messages())
-				runClient(t, "", python, smtplibArgs(p, []string{"--mechanism", mech}, m)...)
-				expectOneMessage(t, p, skip, m)
+				runClientEnv(t, smtplibEnv, "", python, smtplibArgs(p, []string{"--mechanism", mech}, m)...)
+				expectOneMessage(t, p, skip, m, mech)
 			})
 		}
 	}
@@ -42,24 +45,24 @@ func TestSmtplib(t *testing.T) {
 // choice that SMTP.login makes, and AUTH without an initial response, which
 // waits for the server's challenge.
 func TestSmtplibAuthForms(t *testing.T) {
+	t.Parallel()
 	python := pythonPath(t)
 	p := startBridge(t, bridgetest.Options{})
-	t.Setenv("SMTP_PASSWORD", testPassword)
 	m := loadCorpus(t)[0]
 	for _, auth := range []struct {
-		name string
-		args []string
+		name, mech string
+		args       []string
 	}{
 		// SMTP.login picks PLAIN, the first of its preferences that the
 		// bridge offers.
-		{"login", nil},
-		{"PLAIN-no-initial-response", []string{"--mechanism", "PLAIN", "--no-initial-response"}},
-		{"LOGIN-no-initial-response", []string{"--mechanism", "LOGIN", "--no-initial-response"}},
+		{"login", "PLAIN", nil},
+		{"PLAIN-no-initial-response", "PLAIN", []string{"--mechanism", "PLAIN", "--no-initial-response"}},
+		{"LOGIN-no-initial-response", "LOGIN", []string{"--mechanism", "LOGIN", "--no-initial-response"}},
 	} {
 		t.Run(auth.name, func(t *testing.T) {
 			skip := len(p.Gmail.Messages())
-			runClient(t, "", python, smtplibArgs(p, auth.args, m)...)
-			expectOneMessage(t, p, skip, m)
+			runClientEnv(t, smtplibEnv, "", python, smtplibArgs(p, auth.args, m)...)
+			expectOneMessage(t, p, skip, m, auth.mech)
 		})
 	}
 }

@@ -24,6 +24,7 @@ func swaksArgs(p *bridgeProc, mech string, m corpusMessage) []string {
 }
 
 func TestSwaks(t *testing.T) {
+	t.Parallel()
 	swaks := requireTool(t, "swaks")
 	p := startBridge(t, bridgetest.Options{})
 	for _, mech := range []string{"PLAIN", "LOGIN"} {
@@ -36,7 +37,7 @@ func TestSwaks(t *testing.T) {
 				// even when it already ends in CRLF, so the message
 				// gains an empty last line before it leaves swaks.
 				m.Data = append(m.Data, "\r\n"...)
-				expectOneMessage(t, p, skip, m)
+				expectOneMessage(t, p, skip, m, mech)
 			})
 		}
 	}
