@@ -150,9 +150,21 @@ func typeProblems(name string, te *yaml.TypeError) Problems {
 
 var unknownField = regexp.MustCompile(`^field (\S+) not found in type (\S+)$`)
 
+var wrongType = regexp.MustCompile("^cannot unmarshal !!\\w+ `(.*)` into (\\S+)$")
+
 func rewordYAML(msg string) string {
 	if m := unknownField.FindStringSubmatch(msg); m != nil {
 		return fmt.Sprintf("unknown key %q", m[1])
+	}
+	if m := wrongType.FindStringSubmatch(msg); m != nil {
+		switch m[2] {
+		case "time.Duration":
+			return fmt.Sprintf("invalid duration %q: use a number and a unit, such as 30s, 5m or 1h", m[1])
+		case "int", "int64":
+			return fmt.Sprintf("invalid number %q", m[1])
+		case "bool":
+			return fmt.Sprintf("invalid value %q: use true or false", m[1])
+		}
 	}
 	return msg
 }

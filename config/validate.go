@@ -2,6 +2,7 @@ package config
 
 import (
 	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"net"
 	"net/netip"
@@ -141,15 +142,21 @@ func (v *validator) listener(i int, l Listener) {
 			v.add(at("listeners", i, "tls"), "address %s is not loopback, so AUTH would cross the network in plaintext: set tls to starttls or implicit, or set insecure_auth: true", l.Address)
 		}
 	case TLSStartTLS, TLSImplicit:
+		certOK, keyOK := false, false
 		if l.CertFile == "" {
 			v.add(at("listeners", i, "cert_file"), "missing: tls %s needs cert_file and key_file", l.TLS)
 		} else {
-			v.readable(at("listeners", i, "cert_file"), l.CertFile)
+			certOK = v.readable(at("listeners", i, "cert_file"), l.CertFile)
 		}
 		if l.KeyFile == "" {
 			v.add(at("listeners", i, "key_file"), "missing: tls %s needs cert_file and key_file", l.TLS)
 		} else {
-			v.readable(at("listeners", i, "key_file"), l.KeyFile)
+			keyOK = v.readable(at("listeners", i, "key_file"), l.KeyFile)
+		}
+		if certOK && keyOK {
+			if _, err := tls.LoadX509KeyPair(l.CertFile, l.KeyFile); err != nil {
+				v.add(at("listeners", i, "cert_file"), "invalid certificate or key: %v", err)
+			}
 		}
 	default:
 		v.add(at("listeners", i, "tls"), "invalid mode %q: use none, starttls or implicit", l.TLS)
@@ -206,8 +213,10 @@ func (v *validator) provider(name string, p Provider) {
 	default:
 		v.add(key("upstream", "tls"), "invalid mode %q: use implicit (port 465) or starttls (port 587)", p.Upstream.TLS)
 	}
-	if p.Upstream.CAFile != "" {
-		v.readable(key("upstream", "ca_file"), p.Upstream.CAFile)
+	if p.Upstream.CAFile != "" && v.readable(key("upstream", "ca_file"), p.Upstream.CAFile) {
+		if pem, err := os.ReadFile(p.Upstream.CAFile); err == nil && !x509.NewCertPool().AppendCertsFromPEM(pem) {
+			v.add(key("upstream", "ca_file"), "%s contains no PEM certificate", p.Upstream.CAFile)
+		}
 	}
 }
 
@@ -249,13 +258,16 @@ func (v *validator) throttle(t Throttle) {
 	}
 }
 
-func (v *validator) readable(path []any, file string) {
+// readable reports whether file can be opened, and adds a problem when
+// it cannot.
+func (v *validator) readable(path []any, file string) bool {
 	f, err := os.Open(file)
 	if err != nil {
 		v.add(path, "cannot read %s: %v", file, err)
-		return
+		return false
 	}
 	f.Close()
+	return true
 }
 
 // trustedClients parses the networks of each entry into its prefixes and

@@ -119,12 +119,14 @@ func TestReloadRemovesListenerSessionContinues(t *testing.T) {
 
 func TestReloadBadCertificateChangesNothing(t *testing.T) {
 	h := newHarness(t, bridgetest.Options{})
-	bad := filepath.Join(t.TempDir(), "garbage.pem")
-	if err := os.WriteFile(bad, []byte("not a certificate"), 0o600); err != nil {
+	certs := testcert.New(t)
+	cfg := h.configWith(t, "  - address: 127.0.0.1:0\n"+strings.Replace(tlsListener("implicit", certs, ""),
+		"127.0.0.1:0", "localhost:0", 1), "limits:\n  max_recipients: 1\n")
+	// The certificate was valid when the file was loaded and broke before
+	// the reload applied it.
+	if err := os.WriteFile(certs.CertFile, []byte("not a certificate"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	cfg := h.configWith(t, "  - address: 127.0.0.1:0\n  - address: localhost:0\n    tls: implicit\n"+
-		"    cert_file: "+bad+"\n    key_file: "+bad+"\n", "limits:\n  max_recipients: 1\n")
 	providers, err := auth.NewProviders(cfg)
 	if err != nil {
 		t.Fatal(err)
