@@ -507,3 +507,29 @@ func TestShutdownIdleTLSGets421(t *testing.T) {
 		})
 	}
 }
+
+func TestRetryLogHasSessionID(t *testing.T) {
+	h := newHarness(t, bridgetest.Options{ExtraYAML: "pool:\n  max_idle: -1\n"})
+	c := h.login(t)
+	if _, err := send(c, testAccount, []string{"a@example.org"}, testMessage); err != nil {
+		t.Fatal(err)
+	}
+	h.OAuth.ExpireAccessTokens()
+	if _, err := send(c, testAccount, []string{"a@example.org"}, testMessage); err != nil {
+		t.Fatalf("send after expiry: %v", err)
+	}
+	var retry string
+	for _, line := range strings.Split(h.logs.String(), "\n") {
+		if strings.Contains(line, "refreshing and retrying once") {
+			retry = line
+		}
+	}
+	if retry == "" {
+		t.Fatalf("no retry line in the log:\n%s", h.logs)
+	}
+	for _, key := range []string{"session=", "user=" + testUser, "account=" + testAccount} {
+		if !strings.Contains(retry, key) {
+			t.Errorf("retry line lacks %s: %s", key, retry)
+		}
+	}
+}

@@ -98,7 +98,7 @@ func (p *pool) get(ctx context.Context, prov *auth.Provider, account string, fre
 		p.mu.Lock()
 		a := p.account(account)
 		if !fresh {
-			if up := p.takeIdle(a, prov, cfg); up != nil {
+			if up := p.takeIdle(ctx, a, prov, cfg); up != nil {
 				return up, nil
 			}
 		}
@@ -157,7 +157,7 @@ func (p *pool) get(ctx context.Context, prov *auth.Provider, account string, fre
 // usable and returns it with p.mu released. Without one, it returns nil
 // with p.mu still held. Connections that expired, belong to a replaced
 // provider or were closed by the server are closed on the way.
-func (p *pool) takeIdle(a *accountConns, prov *auth.Provider, cfg config.Pool) *upstream {
+func (p *pool) takeIdle(ctx context.Context, a *accountConns, prov *auth.Provider, cfg config.Pool) *upstream {
 	for len(a.idle) > 0 {
 		last := a.idle[len(a.idle)-1]
 		a.idle = a.idle[:len(a.idle)-1]
@@ -170,7 +170,7 @@ func (p *pool) takeIdle(a *accountConns, prov *auth.Provider, cfg config.Pool) *
 				up.reused = true
 				return up
 			}
-			p.dialer.log.Debug("pooled upstream connection was closed by the server", "account", up.account)
+			loggerFrom(ctx, p.dialer.log).Debug("pooled upstream connection was closed by the server", "account", up.account)
 			p.mu.Lock()
 			p.forgetLocked(up.account, a)
 			p.closeLater(up, false)

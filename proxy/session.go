@@ -241,7 +241,7 @@ func (s *session) mail(from string, opts *smtp.MailOptions) error {
 	upOpts := &smtp.MailOptions{Size: opts.Size, Body: opts.Body, UTF8: opts.UTF8}
 	s.txStart = time.Now()
 	for attempt := 0; ; attempt++ {
-		up, err := s.srv.pool.get(s.ctx, p, s.user.Account, attempt > 0)
+		up, err := s.srv.pool.get(withLogger(s.ctx, s.log), p, s.user.Account, attempt > 0)
 		if err != nil {
 			return s.toReply("connect", err)
 		}

@@ -146,7 +146,7 @@ func (d *dialer) connect(ctx context.Context, p *auth.Provider, account string) 
 		if attempt == 1 {
 			return nil, &authRejectedError{account: account, reply: se, challenge: xo.Challenge}
 		}
-		d.log.Warn("upstream rejected the access token; refreshing and retrying once",
+		loggerFrom(ctx, d.log).Warn("upstream rejected the access token; refreshing and retrying once",
 			"account", account, "reply", se.Error())
 	}
 }
