@@ -34,6 +34,8 @@ func commands() []command {
 		{"serve", "run the SMTP server", runServe},
 		{"authorize", "give consent for an account and set up a local user", runAuthorize},
 		{"users", "list, remove or change the password of users", runUsers},
+		{"check", "validate the configuration and the store, and with --online the accounts", runCheck},
+		{"status", "show the state of the running server", runStatus},
 		{"version", "print the version", runVersion},
 	}
 }

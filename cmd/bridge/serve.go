@@ -7,10 +7,16 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
+	"os/signal"
+	"sync/atomic"
+	"syscall"
+	"time"
 
 	"github.com/bridgemail/bridge/admin"
 	"github.com/bridgemail/bridge/auth"
 	"github.com/bridgemail/bridge/config"
+	"github.com/bridgemail/bridge/internal/sdnotify"
 	"github.com/bridgemail/bridge/proxy"
 	"github.com/bridgemail/bridge/store"
 )
@@ -31,13 +37,25 @@ func runServe(ctx context.Context, e env, args []string) error {
 	if err != nil {
 		return err
 	}
-	log := newLogger(e.stderr, cfg.Log)
+	level := new(slog.LevelVar)
+	level.UnmarshalText([]byte(cfg.Log.Level))
+	log := newLevelLogger(e.stderr, cfg.Log.Format, level)
+	notifier, err := sdnotify.FromEnv()
+	if err != nil {
+		log.Warn("not reporting to systemd", "err", err)
+	}
+	// SIGHUP must not end the process once systemd may send it, which is
+	// as soon as the service reports READY=1.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
 
 	d, err := openDaemon(cfg, log)
 	if err != nil {
 		return err
 	}
 	defer d.close()
+	d.configPath, d.level, d.notifier = *configPath, level, notifier
 
 	if err := d.server.Start(); err != nil {
 		return err
@@ -48,28 +66,40 @@ func runServe(ctx context.Context, e env, args []string) error {
 		return err
 	}
 	defer adminServer.Close()
-	log.Info("bridge started", "version", versionString(), "config", cfg.Path, "store", cfg.Store.Path)
+	log.Info("bridge started", "version", versionString(), "pid", os.Getpid(), "config", cfg.Path,
+		"store", cfg.Store.Path, "admin_socket", cfg.Store.AdminSocket)
+	d.notify(d.notifier.Ready(d.statusLine()))
 
-	<-ctx.Done()
-	log.Info("stopping", "grace", cfg.Limits.ShutdownGrace)
-	shutdownCtx, cancel := context.WithTimeout(context.Background(), cfg.Limits.ShutdownGrace)
-	defer cancel()
-	if err := d.server.Shutdown(shutdownCtx); err != nil {
-		log.Warn("sessions still open at the end of the grace period were closed", "err", err)
-	}
-	log.Info("stopped")
-	return nil
+	return d.run(ctx, hup)
 }
 
 // daemon is everything serve runs.
 type daemon struct {
-	cfg       *config.Config
-	log       *slog.Logger
-	store     *store.Store
-	providers map[string]*auth.Provider
-	tokens    *auth.Tokens
-	server    *proxy.Server
+	log    *slog.Logger
+	store  *store.Store
+	tokens *auth.Tokens
+	server *proxy.Server
+
+	configPath string
+	started    time.Time
+	// level is the log level, which a reload changes.
+	level    *slog.LevelVar
+	notifier *sdnotify.Notifier
+	// current is the configuration in effect and its providers, which a
+	// reload replaces as one.
+	current atomic.Pointer[daemonConfig]
 }
+
+type daemonConfig struct {
+	cfg       *config.Config
+	providers map[string]*auth.Provider
+}
+
+// config returns the configuration in effect.
+func (d *daemon) config() *config.Config { return d.current.Load().cfg }
+
+// providers returns the providers of the configuration in effect.
+func (d *daemon) providers() map[string]*auth.Provider { return d.current.Load().providers }
 
 func openDaemon(cfg *config.Config, log *slog.Logger) (*daemon, error) {
 	key, err := store.LoadOrCreateKey(cfg.Store.KeyFile)
@@ -111,7 +141,9 @@ func openDaemon(cfg *config.Config, log *slog.Logger) (*daemon, error) {
 		return nil, err
 	}
 	tokens.Start()
-	return &daemon{cfg: cfg, log: log, store: st, providers: providers, tokens: tokens, server: srv}, nil
+	d := &daemon{log: log, store: st, tokens: tokens, server: srv, started: time.Now()}
+	d.current.Store(&daemonConfig{cfg: cfg, providers: providers})
+	return d, nil
 }
 
 func (d *daemon) close() {
@@ -119,11 +151,17 @@ func (d *daemon) close() {
 	d.store.Close()
 }
 
+// newLogger returns a logger with the level and format of c.
 func newLogger(w io.Writer, c config.Log) *slog.Logger {
-	var level slog.Level
+	level := new(slog.LevelVar)
 	level.UnmarshalText([]byte(c.Level))
+	return newLevelLogger(w, c.Format, level)
+}
+
+// newLevelLogger returns a text or JSON logger whose level follows level.
+func newLevelLogger(w io.Writer, format string, level *slog.LevelVar) *slog.Logger {
 	opts := &slog.HandlerOptions{Level: level}
-	if c.Format == "json" {
+	if format == "json" {
 		return slog.New(slog.NewJSONHandler(w, opts))
 	}
 	return slog.New(slog.NewTextHandler(w, opts))

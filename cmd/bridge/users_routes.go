@@ -19,7 +19,7 @@ func (d *daemon) userRoutes(mux *http.ServeMux) {
 		store:  d.store,
 		tokens: d.tokens,
 		providers: func(name string) bool {
-			_, ok := d.providers[name]
+			_, ok := d.providers()[name]
 			return ok
 		},
 	}
