@@ -204,7 +204,8 @@ func (l *listener) dispatch(raw net.Conn) {
 	if max := l.srv.cfg().Limits.MaxConnections; max > 0 && l.conns.Load() >= int64(max) {
 		l.srv.log.Warn("connection rejected: max_connections reached", "address", l.tcp.Addr().String(),
 			"client", raw.RemoteAddr().String(), "max_connections", max)
-		go rejectBusy(raw, l.cfg.TLS == config.TLSImplicit)
+		_, lc := l.current()
+		go rejectBusy(raw, lc.TLS == config.TLSImplicit)
 		return
 	}
 	cc := l.srv.conns.add(raw, l)

@@ -199,10 +199,15 @@ func (s *Server) apply(cfg *config.Config, providers map[string]*auth.Provider) 
 	s.settings.Store(&settings{cfg: cfg, providers: providers})
 	s.listeners = s.listeners[:0]
 	for _, st := range steps {
+		_, before := st.l.current()
 		st.l.configure(st.lc, st.cert, cfg)
-		if st.fresh {
+		switch {
+		case st.fresh:
 			go st.l.serve()
 			s.log.Info("listening", "address", st.l.tcp.Addr().String(), "tls", st.lc.TLS)
+		case before != st.lc:
+			s.log.Info("listener settings changed; new connections get them",
+				"address", st.l.tcp.Addr().String(), "tls", st.lc.TLS)
 		}
 		s.listeners = append(s.listeners, st.l)
 	}
