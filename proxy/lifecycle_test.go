@@ -533,3 +533,28 @@ func TestRetryLogHasSessionID(t *testing.T) {
 		}
 	}
 }
+
+func TestReloadAddressInUseChangesNothing(t *testing.T) {
+	h := newHarness(t, bridgetest.Options{})
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+
+	cfg := h.configWith(t, "  - address: 127.0.0.1:0\n  - address: "+busy.Addr().String()+"\n", "")
+	providers, err := auth.NewProviders(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := h.srv.Reload(cfg, providers); err == nil || !strings.Contains(err.Error(), busy.Addr().String()) {
+		t.Fatalf("Reload = %v, want an error naming %s", err, busy.Addr())
+	}
+	if addrs := h.srv.Addrs(); len(addrs) != 1 || addrs[0].String() != h.addr {
+		t.Errorf("listeners = %v, want the old %s", addrs, h.addr)
+	}
+	if h.srv.cfg() != h.Config {
+		t.Errorf("settings replaced by a failed reload")
+	}
+	h.raw(t).cmd("EHLO printer", "250")
+}

@@ -78,8 +78,8 @@ func TestNotifySocketLifecycle(t *testing.T) {
 	if msg := sock.next(&watchdogs); !strings.HasPrefix(msg, "READY=1\nSTATUS=serving on 127.0.0.1:") {
 		t.Fatalf("first message = %q, want READY=1 with a status", msg)
 	}
-	// A reload while the watchdog runs, so that keep-alives come in
-	// between.
+	// Two keep-alives come first, so that the reload below happens while
+	// the watchdog runs.
 	for watchdogs < 2 {
 		sock.conn.SetReadDeadline(time.Now().Add(30 * time.Second))
 		buf := make([]byte, 4096)
