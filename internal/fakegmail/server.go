@@ -11,6 +11,7 @@ import (
 	"crypto/rand"
 	"crypto/tls"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"log"
@@ -116,9 +117,22 @@ type Server struct {
 // ends.
 func Start(t testing.TB, opts Options) *Server {
 	t.Helper()
-
 	if opts.Certs == nil {
 		opts.Certs = testcert.New(t)
+	}
+	s, err := New(opts)
+	if err != nil {
+		t.Fatalf("fakegmail: %v", err)
+	}
+	t.Cleanup(s.Close)
+	return s
+}
+
+// New runs a server on 127.0.0.1 with an ephemeral port until Close, for
+// programs outside tests such as a benchmark. opts.Certs is required.
+func New(opts Options) (*Server, error) {
+	if opts.Certs == nil {
+		return nil, errors.New("Options.Certs is required")
 	}
 	if opts.MaxMessageBytes == 0 {
 		opts.MaxMessageBytes = DefaultMaxMessageBytes
@@ -130,7 +144,7 @@ func Start(t testing.TB, opts Options) *Server {
 		}
 	}
 	if opts.Flavor == Microsoft && opts.TLS != StartTLS {
-		t.Fatal("fakegmail: the Microsoft flavour supports StartTLS only")
+		return nil, errors.New("the Microsoft flavour supports StartTLS only")
 	}
 
 	s := &Server{
@@ -170,12 +184,11 @@ func Start(t testing.TB, opts Options) *Server {
 
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		t.Fatalf("fakegmail: listening: %v", err)
+		return nil, fmt.Errorf("listening: %w", err)
 	}
 	s.ln = ln
 	go s.smtp.Serve(&listener{Listener: ln, srv: s})
-	t.Cleanup(s.Close)
-	return s
+	return s, nil
 }
 
 // Addr returns the host:port the server listens on.

@@ -110,9 +110,10 @@ type Request struct {
 
 // Server is a running fake. Its methods are safe for concurrent use.
 type Server struct {
-	opts Options
-	http *httptest.Server
-	done chan struct{}
+	opts      Options
+	http      *httptest.Server
+	done      chan struct{}
+	closeOnce sync.Once
 
 	mu           sync.Mutex
 	consent      Consent
@@ -146,7 +147,14 @@ type accessGrant struct {
 // Start runs a server on 127.0.0.1 until the test ends.
 func Start(t testing.TB, opts Options) *Server {
 	t.Helper()
+	s := New(opts)
+	t.Cleanup(s.Close)
+	return s
+}
 
+// New runs a server on 127.0.0.1 until Close, for programs outside tests
+// such as a benchmark.
+func New(opts Options) *Server {
 	if opts.ClientID == "" {
 		opts.ClientID = DefaultClientID
 	}
@@ -174,11 +182,16 @@ func Start(t testing.TB, opts Options) *Server {
 	mux.HandleFunc(s.userinfoPath(), s.handleUserinfo)
 	mux.HandleFunc(s.devicePath(), s.handleDeviceAuth)
 	s.http = httptest.NewServer(s.record(mux))
-	t.Cleanup(func() {
+	return s
+}
+
+// Close stops the server. Start registers it with t.Cleanup; calling it
+// again does nothing.
+func (s *Server) Close() {
+	s.closeOnce.Do(func() {
 		close(s.done)
 		s.http.Close()
 	})
-	return s
 }
 
 func (s *Server) authPath() string {

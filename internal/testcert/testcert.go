@@ -11,6 +11,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"fmt"
 	"math/big"
 	"net"
 	"os"
@@ -35,14 +36,25 @@ type Certs struct {
 	CAFile, CertFile, KeyFile string
 }
 
-// New generates an ECDSA P-256 CA and a leaf certificate for Hosts. It calls
-// t.Fatal on any error.
+// New generates an ECDSA P-256 CA and a leaf certificate for Hosts, with
+// the PEM files in t.TempDir(). It calls t.Fatal on any error.
 func New(t testing.TB) *Certs {
 	t.Helper()
+	c, err := Generate(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
 
-	caKey := newKey(t)
+// Generate is New for programs outside tests, such as a benchmark: it
+// writes the PEM files into dir, which must exist.
+func Generate(dir string) (*Certs, error) {
+	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, fmt.Errorf("generating CA key: %w", err)
+	}
 	caTemplate := &x509.Certificate{
-		SerialNumber:          serial(t),
 		Subject:               pkix.Name{CommonName: "bridge test CA"},
 		NotBefore:             time.Now().Add(-time.Hour),
 		NotAfter:              time.Now().Add(24 * time.Hour),
@@ -50,23 +62,31 @@ func New(t testing.TB) *Certs {
 		BasicConstraintsValid: true,
 		IsCA:                  true,
 	}
+	if caTemplate.SerialNumber, err = serial(); err != nil {
+		return nil, err
+	}
 	caDER, err := x509.CreateCertificate(rand.Reader, caTemplate, caTemplate, &caKey.PublicKey, caKey)
 	if err != nil {
-		t.Fatalf("creating CA certificate: %v", err)
+		return nil, fmt.Errorf("creating CA certificate: %w", err)
 	}
 	ca, err := x509.ParseCertificate(caDER)
 	if err != nil {
-		t.Fatalf("parsing CA certificate: %v", err)
+		return nil, fmt.Errorf("parsing CA certificate: %w", err)
 	}
 
-	leafKey := newKey(t)
+	leafKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, fmt.Errorf("generating leaf key: %w", err)
+	}
 	leafTemplate := &x509.Certificate{
-		SerialNumber: serial(t),
-		Subject:      pkix.Name{CommonName: "localhost"},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(24 * time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		Subject:     pkix.Name{CommonName: "localhost"},
+		NotBefore:   time.Now().Add(-time.Hour),
+		NotAfter:    time.Now().Add(24 * time.Hour),
+		KeyUsage:    x509.KeyUsageDigitalSignature,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	if leafTemplate.SerialNumber, err = serial(); err != nil {
+		return nil, err
 	}
 	for _, h := range Hosts {
 		if ip := net.ParseIP(h); ip != nil {
@@ -77,11 +97,11 @@ func New(t testing.TB) *Certs {
 	}
 	leafDER, err := x509.CreateCertificate(rand.Reader, leafTemplate, ca, &leafKey.PublicKey, caKey)
 	if err != nil {
-		t.Fatalf("creating leaf certificate: %v", err)
+		return nil, fmt.Errorf("creating leaf certificate: %w", err)
 	}
 	leaf, err := x509.ParseCertificate(leafDER)
 	if err != nil {
-		t.Fatalf("parsing leaf certificate: %v", err)
+		return nil, fmt.Errorf("parsing leaf certificate: %w", err)
 	}
 
 	c := &Certs{
@@ -92,8 +112,10 @@ func New(t testing.TB) *Certs {
 			Leaf:        leaf,
 		},
 	}
-	c.writeFiles(t, caDER, leafDER, leafKey)
-	return c
+	if err := c.writeFiles(dir, caDER, leafDER, leafKey); err != nil {
+		return nil, err
+	}
+	return c, nil
 }
 
 // NewUntrusted returns certificates from a fresh CA of their own. A server
@@ -131,14 +153,11 @@ func (c *Certs) ClientTLS(serverName string) *tls.Config {
 	}
 }
 
-func (c *Certs) writeFiles(t testing.TB, caDER, leafDER []byte, leafKey *ecdsa.PrivateKey) {
-	t.Helper()
-
+func (c *Certs) writeFiles(dir string, caDER, leafDER []byte, leafKey *ecdsa.PrivateKey) error {
 	keyDER, err := x509.MarshalPKCS8PrivateKey(leafKey)
 	if err != nil {
-		t.Fatalf("encoding leaf key: %v", err)
+		return fmt.Errorf("encoding leaf key: %w", err)
 	}
-	dir := t.TempDir()
 	c.CAFile = filepath.Join(dir, "ca.pem")
 	c.CertFile = filepath.Join(dir, "cert.pem")
 	c.KeyFile = filepath.Join(dir, "key.pem")
@@ -154,25 +173,16 @@ func (c *Certs) writeFiles(t testing.TB, caDER, leafDER []byte, leafKey *ecdsa.P
 	for _, f := range files {
 		data := pem.EncodeToMemory(&pem.Block{Type: f.blockType, Bytes: f.der})
 		if err := os.WriteFile(f.path, data, f.mode); err != nil {
-			t.Fatalf("writing %s: %v", f.path, err)
+			return fmt.Errorf("writing %s: %w", f.path, err)
 		}
 	}
+	return nil
 }
 
-func newKey(t testing.TB) *ecdsa.PrivateKey {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatalf("generating ECDSA key: %v", err)
-	}
-	return key
-}
-
-func serial(t testing.TB) *big.Int {
-	t.Helper()
+func serial() (*big.Int, error) {
 	n, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 127))
 	if err != nil {
-		t.Fatalf("generating serial number: %v", err)
+		return nil, fmt.Errorf("generating serial number: %w", err)
 	}
-	return n
+	return n, nil
 }
