@@ -14,8 +14,8 @@ import (
 // bridge repairs rather than rejects. The client must still end the data
 // with CRLF "." CRLF, because go-smtp's server ends DATA only there and
 // passes a bare CR or LF through as data. The repaired data goes into
-// net/textproto's DotWriter (through go-smtp's client), which dot-stuffs
-// every line that starts with ".". So a "\n.\n" inside the data goes
+// dataWriter, which dot-stuffs every line that starts with ".", as
+// net/textproto's DotWriter does. So a "\n.\n" inside the data goes
 // upstream as CRLF ".." CRLF. No bare CR or LF can end the message early
 // at a server that takes either as a line ending, or pass the rest of the
 // data off as a second transaction.

@@ -439,3 +439,40 @@ func TestPoolBurstOfSessionsOneTokenRequest(t *testing.T) {
 		t.Errorf("upstream logins = %d, want at most %d", n, h.Config.Pool.MaxConns)
 	}
 }
+
+func TestLastUseWrittenOncePerInterval(t *testing.T) {
+	h := newHarness(t, bridgetest.Options{})
+	h.login(t)
+	h.srv.background.Wait()
+	first, err := h.store.User(testUser)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if first.LastUsed.IsZero() {
+		t.Fatal("first login did not record the last use")
+	}
+
+	// A burst of logins must not cost a store write each.
+	time.Sleep(10 * time.Millisecond)
+	h.login(t)
+	h.srv.background.Wait()
+	second, err := h.store.User(testUser)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !second.LastUsed.Equal(first.LastUsed) {
+		t.Errorf("last use rewritten within %v: %v, then %v", touchInterval, first.LastUsed, second.LastUsed)
+	}
+
+	// Once the interval has passed, the next login is written again.
+	h.srv.touched.Store(testUser, time.Now().Add(-touchInterval))
+	h.login(t)
+	h.srv.background.Wait()
+	third, err := h.store.User(testUser)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !third.LastUsed.After(first.LastUsed) {
+		t.Errorf("last use not updated after the interval: %v", third.LastUsed)
+	}
+}

@@ -51,6 +51,9 @@ type Options struct {
 type Server struct {
 	// background tracks goroutines that write to the store.
 	background sync.WaitGroup
+	// touched records when each user's last use was last written, so a
+	// burst of logins costs one store write per user.
+	touched sync.Map // user name -> time.Time
 
 	users     Users
 	tokens    *auth.Tokens

@@ -127,9 +127,24 @@ func (s *session) setUser(u store.User) {
 	s.userName = u.Name
 	s.providerName = u.Provider
 	s.log = s.log.With("user", u.Name, "account", u.Account)
-	s.srv.background.Go(func() {
-		if err := s.srv.users.TouchUser(u.Name, time.Now()); err != nil {
-			s.srv.log.Warn("recording last use", "user", u.Name, "err", err)
+	s.srv.touchUser(u.Name, time.Now())
+}
+
+// touchInterval is how often the last use of a user is written to the
+// store: each write is a transaction with an fsync, and a minute is as
+// exact as bridge users list shows it.
+const touchInterval = time.Minute
+
+// touchUser records in the background that the user logged in at now,
+// unless it was recorded less than touchInterval ago.
+func (s *Server) touchUser(name string, now time.Time) {
+	if last, ok := s.touched.Load(name); ok && now.Sub(last.(time.Time)) < touchInterval {
+		return
+	}
+	s.touched.Store(name, now)
+	s.background.Go(func() {
+		if err := s.users.TouchUser(name, now); err != nil {
+			s.log.Warn("recording last use", "user", name, "err", err)
 		}
 	})
 }
@@ -302,7 +317,8 @@ func (s *session) Data(r io.Reader) error {
 	}
 	up := s.up
 
-	w, err := up.client.Data()
+	limits := s.srv.cfg().Limits
+	w, err := up.data(limits.UpstreamTimeout)
 	if err != nil {
 		if upstreamGone(err) {
 			s.dropUpstream()
@@ -329,7 +345,7 @@ func (s *session) Data(r io.Reader) error {
 		return s.toReply("data", writeErr)
 	}
 
-	resp, err := w.CloseWithResponse()
+	text, err := w.close(limits.UpstreamTimeout, limits.UpstreamDataTimeout)
 	duration := time.Since(s.txStart).Round(time.Millisecond)
 	if err != nil {
 		if upstreamGone(err) {
@@ -351,7 +367,7 @@ func (s *session) Data(r io.Reader) error {
 		s.log.Info("bare CR or LF line endings relayed as CRLF", "message_id", meta.messageID(),
 			"repaired", lw.repaired)
 	}
-	reply := parseReply(250, resp.StatusText)
+	reply := parseReply(250, text)
 	s.log.Info("message relayed", "message_id", meta.messageID(), "size", size,
 		"recipients", s.rcpts, "reply", fmt.Sprintf("%d %d.%d.%d %s", reply.Code,
 			reply.EnhancedCode[0], reply.EnhancedCode[1], reply.EnhancedCode[2], oneLine(reply.Message)),
@@ -359,10 +375,19 @@ func (s *session) Data(r io.Reader) error {
 	return s.reply(reply)
 }
 
+// copyBuffers holds the buffers of copyData, so that a message does not
+// allocate 32 KiB.
+var copyBuffers = sync.Pool{New: func() any {
+	b := make([]byte, 32*1024)
+	return &b
+}}
+
 // copyData copies the message from the client to the upstream, with a
 // write deadline on each chunk, and collects the headers the log needs.
 func (s *session) copyData(w io.Writer, r io.Reader, meta *messageMeta) (size int64, readErr, writeErr error) {
-	buf := make([]byte, 32*1024)
+	bufp := copyBuffers.Get().(*[]byte)
+	defer copyBuffers.Put(bufp)
+	buf := *bufp
 	timeout := s.srv.cfg().Limits.UpstreamTimeout
 	for {
 		n, err := r.Read(buf)
@@ -375,10 +400,8 @@ func (s *session) copyData(w io.Writer, r io.Reader, meta *messageMeta) (size in
 			size += int64(n)
 		}
 		if errors.Is(err, io.EOF) {
-			// The last deadline stays set: closing the data writer
-			// flushes the buffered tail and writes the final dot
-			// before go-smtp sets its own deadline for the reply.
-			s.up.conn.SetWriteDeadline(time.Now().Add(timeout))
+			// The data writer's close sets the deadlines of the final
+			// dot and of the reply.
 			return size, nil, nil
 		}
 		if err != nil {

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/textproto"
+	"strconv"
 	"strings"
 	"time"
 
@@ -41,26 +42,6 @@ func (u *upstream) close() {
 	u.conn.SetDeadline(time.Now().Add(2 * time.Second))
 	u.client.Quit()
 	u.client.Close()
-}
-
-// reset sends RSET to end an unfinished transaction and waits for the
-// 250. It writes the command itself because go-smtp's Client.Reset also
-// makes the next command send EHLO again, which costs a round trip and
-// may reset more than the transaction on some servers. The client has
-// nothing buffered at this point: every command it sent has its reply.
-func (u *upstream) reset(timeout time.Duration) error {
-	u.conn.SetDeadline(time.Now().Add(timeout))
-	defer u.conn.SetDeadline(time.Time{})
-	if _, err := io.WriteString(u.conn, "RSET\r\n"); err != nil {
-		return err
-	}
-	// The server sends nothing after the reply until the next command,
-	// so this reader cannot take bytes that belong to the client.
-	r := textproto.NewReader(bufio.NewReaderSize(u.conn, 512))
-	if _, _, err := r.ReadResponse(250); err != nil {
-		return smtpReply(err)
-	}
-	return nil
 }
 
 // dialer opens and authenticates upstream connections.
@@ -267,11 +248,21 @@ func smtpReply(err error) error {
 		return err
 	}
 	reply := &smtp.SMTPError{Code: te.Code, Message: te.Msg}
-	var a, b, c int
-	if n, _ := fmt.Sscanf(te.Msg, "%d.%d.%d ", &a, &b, &c); n == 3 {
-		reply.EnhancedCode = smtp.EnhancedCode{a, b, c}
-		_, reply.Message, _ = strings.Cut(te.Msg, " ")
+	first, rest, ok := strings.Cut(te.Msg, " ")
+	parts := strings.Split(first, ".")
+	if !ok || len(parts) != 3 {
+		return reply
 	}
+	for i, part := range parts {
+		n, err := strconv.Atoi(part)
+		if err != nil {
+			return reply
+		}
+		reply.EnhancedCode[i] = n
+	}
+	// Each line of a multi-line reply repeats the enhanced code (RFC
+	// 2034); the message keeps it once.
+	reply.Message = strings.ReplaceAll(rest, "\n"+first+" ", "\n")
 	return reply
 }
 
