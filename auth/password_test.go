@@ -87,6 +87,23 @@ func TestCheckerCachesSuccessOnly(t *testing.T) {
 	}
 }
 
+func TestDummyHashMatchesHashPassword(t *testing.T) {
+	dummy, err := parseHash(dummyHash)
+	if err != nil {
+		t.Fatalf("dummy hash: %v", err)
+	}
+	h, _ := HashPassword("x")
+	fresh, err := parseHash(h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// An unknown user must cost what a known one costs.
+	if dummy.memory != fresh.memory || dummy.time != fresh.time || dummy.threads != fresh.threads ||
+		len(dummy.key) != len(fresh.key) || len(dummy.salt) != len(fresh.salt) {
+		t.Errorf("dummy hash parameters %+v differ from HashPassword's %+v", dummy, fresh)
+	}
+}
+
 func TestParseHashAcceptsBounds(t *testing.T) {
 	h := "$argon2id$v=19$m=65536,t=8,p=8$AAAA$AAAA"
 	if _, err := parseHash(h); err != nil {

@@ -98,6 +98,7 @@ func concurrentTokens(t *testing.T, env *bridgetest.Env, tokens *auth.Tokens, n 
 }
 
 func TestAccessTokenConcurrentCallersOneRequest(t *testing.T) {
+	t.Parallel()
 	env, tokens := newShortTokens(t, time.Hour)
 	got := concurrentTokens(t, env, tokens, 200)
 	if n := env.OAuth.RefreshRequests(); n != 1 {
@@ -109,6 +110,7 @@ func TestAccessTokenConcurrentCallersOneRequest(t *testing.T) {
 }
 
 func TestRefreshAheadInBackground(t *testing.T) {
+	t.Parallel()
 	env, tokens := newShortTokens(t, 2*time.Second)
 	tokens.SetRefreshAhead(800 * time.Millisecond)
 	tokens.Start()
@@ -133,6 +135,7 @@ func TestRefreshAheadInBackground(t *testing.T) {
 }
 
 func TestRefreshAheadDueTokenOneRequest(t *testing.T) {
+	t.Parallel()
 	env, tokens := newShortTokens(t, 2*time.Second)
 	tokens.SetRefreshAhead(800 * time.Millisecond)
 	// The account counts as idle at once, so the loop leaves it alone
@@ -161,6 +164,7 @@ func TestRefreshAheadDueTokenOneRequest(t *testing.T) {
 }
 
 func TestRefreshAheadSkipped(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		name  string
 		setup func(*auth.Tokens)
@@ -198,6 +202,7 @@ func TestRefreshAheadSkipped(t *testing.T) {
 }
 
 func TestRefreshAheadFailureKeepsToken(t *testing.T) {
+	t.Parallel()
 	env, tokens := newShortTokens(t, 2*time.Second)
 	tokens.SetRefreshAhead(800 * time.Millisecond)
 	tokens.Start()
