@@ -264,3 +264,22 @@ func TestUntrustedCertificateFailsHandshake(t *testing.T) {
 		t.Errorf("error = %v, want a certificate error", err)
 	}
 }
+
+func TestDiscardDataKeepsEnvelope(t *testing.T) {
+	s := Start(t, Options{CheckToken: tokenFor, DiscardData: true})
+	c := dialClient(t, s)
+	if err := c.Auth(&xoauth2Client{user: "alice@example.com", token: "token-for-alice@example.com"}); err != nil {
+		t.Fatalf("AUTH: %v", err)
+	}
+	if err := c.SendMail("alice@example.com", []string{"bob@example.org"},
+		strings.NewReader("Subject: one\r\n\r\nbody\r\n")); err != nil {
+		t.Fatalf("send: %v", err)
+	}
+	m := s.WaitMessages(t, 1, 5*time.Second)[0]
+	if m.Data != nil {
+		t.Errorf("data = %q, want none", m.Data)
+	}
+	if m.From != "alice@example.com" || !slices.Equal(m.To, []string{"bob@example.org"}) {
+		t.Errorf("envelope = %q %q", m.From, m.To)
+	}
+}

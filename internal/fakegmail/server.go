@@ -68,6 +68,10 @@ type Options struct {
 	// Domain is the host name in the greeting and EHLO reply. Empty means
 	// smtp.gmail.com or smtp.office365.com.
 	Domain string
+	// DiscardData makes the server read the data of each message without
+	// keeping it: Message.Data stays nil. A benchmark sets it, so that a
+	// long run does not hold every message in memory.
+	DiscardData bool
 	// ReadTimeout is how long the server waits for the next command
 	// before it replies 421 and closes the connection, as servers do
 	// with idle connections. Zero means one minute.

@@ -112,15 +112,19 @@ func (s *session) Rcpt(to string, opts *smtp.RcptOptions) error {
 
 func (s *session) Data(r io.Reader) error {
 	var buf bytes.Buffer
+	var w io.Writer = &buf
+	if s.srv.opts.DiscardData {
+		w = io.Discard
+	}
 	if f, ok := s.srv.takeFault(StageDataBody); ok {
-		if _, err := io.CopyN(&buf, r, f.AfterBytes); err != nil {
+		if _, err := io.CopyN(w, r, f.AfterBytes); err != nil {
 			return s.readError(err)
 		}
 		if err := s.fire(f); err != nil {
 			return err
 		}
 	}
-	if _, err := io.Copy(&buf, r); err != nil {
+	if _, err := io.Copy(w, r); err != nil {
 		return s.readError(err)
 	}
 	if err := s.applyFault(StageDataEnd); err != nil {
