@@ -252,3 +252,31 @@ func TestAllowedSendersEnforced(t *testing.T) {
 		t.Errorf("envelope sender = %q, want it unchanged", msgs[1].From)
 	}
 }
+
+func TestMalformedSASLResponseGets501(t *testing.T) {
+	h := newHarness(t, bridgetest.Options{})
+	r := h.raw(t)
+	r.cmd("EHLO printer", "250")
+	r.cmd("AUTH PLAIN "+b64("no nul bytes"), "501 5.5.2")
+	r.cmd("AUTH PLAIN "+b64("\x00"+testUser+"\x00"+testPassword), "235")
+}
+
+func TestNestedMailRejected(t *testing.T) {
+	h := newHarness(t, bridgetest.Options{})
+	r := h.raw(t)
+	r.cmd("EHLO printer", "250")
+	r.cmd("AUTH PLAIN "+b64("\x00"+testUser+"\x00"+testPassword), "235")
+	r.cmd("MAIL FROM:<"+testAccount+">", "250")
+	r.cmd("MAIL FROM:<other@example.com>", "503 5.5.1")
+	r.cmd("RCPT TO:<a@example.org>", "250")
+	r.cmd("DATA", "354")
+	r.send("Subject: x\r\n\r\nbody\r\n.")
+	r.expect("250")
+	if n := h.Gmail.Conns(); n != 1 {
+		t.Errorf("upstream connections = %d, want 1", n)
+	}
+	m := h.Gmail.WaitMessages(t, 1, 5*time.Second)[0]
+	if m.From != testAccount {
+		t.Errorf("envelope sender = %q, want the first MAIL's", m.From)
+	}
+}

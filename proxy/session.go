@@ -66,17 +66,37 @@ func (s *session) Auth(mech string) (sasl.Server, error) {
 	s.mechanism = mech
 	switch mech {
 	case sasl.Plain:
-		return sasl.NewPlainServer(func(identity, username, password string) error {
+		return &saslReplies{s: s, Server: sasl.NewPlainServer(func(identity, username, password string) error {
 			if identity != "" && identity != username {
 				// Sending on behalf of another user is not offered.
 				return s.authFailed(username, "authorization identity differs from username")
 			}
 			return s.authenticate(username, password)
-		}), nil
+		})}, nil
 	case auth.Login:
-		return auth.NewLoginServer(s.authenticate), nil
+		return &saslReplies{s: s, Server: auth.NewLoginServer(s.authenticate)}, nil
 	}
 	return nil, smtp.ErrAuthUnknownMechanism
+}
+
+// saslReplies turns the errors of a SASL server that are not SMTP replies,
+// such as go-sasl's for a PLAIN response without two NUL bytes, into 501.
+// go-smtp would send them as 454, a temporary failure that a client may
+// retry forever.
+type saslReplies struct {
+	sasl.Server
+	s *session
+}
+
+func (r *saslReplies) Next(response []byte) ([]byte, bool, error) {
+	challenge, done, err := r.Server.Next(response)
+	var se *smtp.SMTPError
+	if err != nil && !errors.As(err, &se) {
+		r.s.log.Info("AUTH failed: malformed SASL response", "err", err)
+		return nil, true, r.s.reply(&smtp.SMTPError{Code: 501, EnhancedCode: smtp.EnhancedCode{5, 5, 2},
+			Message: "Malformed authentication response"})
+	}
+	return challenge, done, err
 }
 
 // authenticate checks the local credentials against the store.
@@ -223,6 +243,13 @@ func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 		if err := s.trustedLogin(); err != nil {
 			return err
 		}
+	}
+	if s.up != nil {
+		// go-smtp passes a second MAIL on; RFC 5321 section 4.1.1.2
+		// wants RSET first, and taking a second upstream connection
+		// would leak the first.
+		return s.reply(&smtp.SMTPError{Code: 503, EnhancedCode: smtp.EnhancedCode{5, 5, 1},
+			Message: "Nested MAIL command: send RSET first"})
 	}
 	if !s.cc.beginTx() {
 		s.log.Info("MAIL rejected: the server is stopping")
