@@ -148,3 +148,30 @@ func BenchmarkCRLFWriter(b *testing.B) {
 		}
 	}
 }
+
+// TestDataEndingInBareLFTimesOut sends a message that ends with LF "." LF,
+// as a sender that uses bare LF throughout would. That is no end of data,
+// so the bridge waits for read_timeout, then replies 451 with the reason
+// and relays nothing.
+func TestDataEndingInBareLFTimesOut(t *testing.T) {
+	h := newHarness(t, bridgetest.Options{ExtraYAML: "limits:\n  read_timeout: 1s\n"})
+	r := h.raw(t)
+	r.cmd("EHLO printer", "250")
+	r.cmd("AUTH PLAIN "+b64("\x00"+testUser+"\x00"+testPassword), "235")
+	r.cmd("MAIL FROM:<"+testAccount+">", "250")
+	r.cmd("RCPT TO:<a@example.org>", "250")
+	r.cmd("DATA", "354")
+	if _, err := r.conn.Write([]byte("Subject: scan\n\nbody\n.\n")); err != nil {
+		t.Fatal(err)
+	}
+	reply := r.expect("451 4.4.2 ")
+	if !strings.Contains(reply, "no end of data (CRLF . CRLF) within 1s") {
+		t.Errorf("reply %q does not give the reason", reply)
+	}
+	if n := len(h.Gmail.Messages()); n != 0 {
+		t.Errorf("upstream got %d messages, want 0", n)
+	}
+	if !strings.Contains(h.logs.String(), "no end of data within read_timeout") {
+		t.Errorf("no warning in the log:\n%s", h.logs)
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net/netip"
+	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -361,13 +362,7 @@ func (s *session) Data(r io.Reader) error {
 		// did not arrive whole, so the connection is dropped instead.
 		s.dropUpstream()
 		if readErr != nil {
-			s.log.Info("message not relayed: client data failed", "size", size, "err", readErr)
-			var se *smtp.SMTPError
-			if errors.As(readErr, &se) {
-				return s.reply(se)
-			}
-			return s.reply(&smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 4, 2},
-				Message: "Message not relayed: reading it from the client failed"})
+			return s.dataReadFailed(size, readErr)
 		}
 		return s.toReply("data", writeErr)
 	}
@@ -408,6 +403,28 @@ var copyBuffers = sync.Pool{New: func() any {
 	b := make([]byte, 32*1024)
 	return &b
 }}
+
+// dataReadFailed logs and returns the reply for a message whose data did
+// not arrive whole from the client. Data that never ends is worth a
+// warning: it is what a sender gets that ends its data with LF "." LF
+// instead of CRLF "." CRLF.
+func (s *session) dataReadFailed(size int64, err error) error {
+	var se *smtp.SMTPError
+	if errors.As(err, &se) {
+		s.log.Info("message not relayed: client data failed", "size", size, "err", err)
+		return s.reply(se)
+	}
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		timeout := s.srv.cfg().Limits.ReadTimeout
+		s.log.Warn("message not relayed: no end of data within read_timeout; "+
+			"the client must end its data with CRLF . CRLF", "size", size, "read_timeout", timeout)
+		return s.reply(&smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 4, 2},
+			Message: fmt.Sprintf("Message not relayed: no end of data (CRLF . CRLF) within %v", timeout)})
+	}
+	s.log.Info("message not relayed: client data failed", "size", size, "err", err)
+	return s.reply(&smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 4, 2},
+		Message: "Message not relayed: reading it from the client failed"})
+}
 
 // copyData copies the message from the client to the upstream, with a
 // write deadline on each chunk, and collects the headers the log needs.
