@@ -47,11 +47,24 @@ type bridgeProc struct {
 var listeningRE = regexp.MustCompile(`msg=listening address=(\S+)`)
 
 // startBridge seeds the store with the test user, starts the binary with
-// the config that bridgetest wrote, and stops it when the test ends.
-func startBridge(t *testing.T, opts bridgetest.Options) *bridgeProc {
+// the config that bridgetest wrote, and stops it when the test ends. Each
+// of limits is a "key: value" line for the limits section of the config.
+func startBridge(t *testing.T, limits ...string) *bridgeProc {
 	t.Helper()
-	opts.ExtraYAML = "limits:\n  shutdown_grace: 5s\n" + opts.ExtraYAML
-	env := bridgetest.New(t, opts)
+	yaml := "limits:\n  shutdown_grace: 5s\n"
+	for _, l := range limits {
+		yaml += "  " + l + "\n"
+	}
+	env := bridgetest.New(t, bridgetest.Options{
+		ExtraYAML: yaml,
+		Gmail: func(o *fakegmail.Options) {
+			// The fake Gmail, like go-smtp's server, must get the whole
+			// DATA body within its read timeout. Through a binary built
+			// with the race detector, the 25 MB message can take most of
+			// a minute on a busy 2-core machine.
+			o.ReadTimeout = clientTimeout
+		},
+	})
 
 	// bbolt lets one process hold the database, so the store is seeded
 	// and closed before the binary opens it.
@@ -130,10 +143,11 @@ func (p *bridgeProc) waitLogN(t *testing.T, re *regexp.Regexp, n int, timeout ti
 }
 
 // newMessages waits until the fake Gmail holds n messages after the first
-// skip, and returns those n.
+// skip, and returns those n. The wait is as long as a client may run,
+// because Postfix delivers after its sendmail has returned.
 func newMessages(t *testing.T, g *fakegmail.Server, skip, n int) []fakegmail.Message {
 	t.Helper()
-	msgs := g.WaitMessages(t, skip+n, time.Minute)
+	msgs := g.WaitMessages(t, skip+n, clientTimeout)
 	return msgs[skip:]
 }
 

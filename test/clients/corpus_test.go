@@ -111,9 +111,9 @@ func checkCRLF(data []byte) error {
 	return nil
 }
 
-// bigAttachmentBytes is the size of the attachment in the big message:
-// Gmail's documented 25 MB limit for attachments. Base64 makes the message
-// about 34.2 MB, under the 35882577 octets of Gmail's SIZE.
+// bigAttachmentBytes is the size of the attachment in the big message, the
+// 25 MB that Gmail allows for attachments. Base64 makes the message
+// 34211073 octets, under the 35882577 that Gmail advertises in SIZE.
 const bigAttachmentBytes = 25_000_000
 
 const bigAttachmentName = "big-attachment.eml"

@@ -1,10 +1,6 @@
 package clients
 
-import (
-	"testing"
-
-	"github.com/bridgemail/bridge/internal/bridgetest"
-)
+import "testing"
 
 // curlArgs returns a command line that sends m with curl's SMTP support,
 // with --login-options choosing the SASL mechanism.
@@ -26,7 +22,7 @@ func curlArgs(p *bridgeProc, mech string, m corpusMessage) []string {
 func TestCurl(t *testing.T) {
 	t.Parallel()
 	curl := requireTool(t, "curl")
-	p := startBridge(t, bridgetest.Options{})
+	p := startBridge(t)
 	for _, mech := range []string{"PLAIN", "LOGIN"} {
 		for _, m := range loadCorpus(t) {
 			t.Run(mech+"/"+m.Name, func(t *testing.T) {

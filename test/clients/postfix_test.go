@@ -15,7 +15,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/bridgemail/bridge/internal/bridgetest"
 	"github.com/bridgemail/bridge/internal/fakegmail"
 )
 
@@ -60,7 +59,10 @@ postlog   unix-dgram n  -       n       -       1       postlogd
 `
 
 // postfixMainCF returns main.cf for an instance under dir that relays to
-// relay with SASL mechanism mech.
+// relay with SASL mechanism mech. An empty mydestination makes Postfix
+// deliver nothing locally. The log goes to standard output, which start-fg
+// supports. message_size_limit is raised from Postfix's default of
+// 10240000 bytes to Gmail's SIZE, for the 25 MB attachment.
 func postfixMainCF(dir, relay, mech string) string {
 	return fmt.Sprintf(`compatibility_level = 3.6
 queue_directory = %[1]s/queue
@@ -74,7 +76,7 @@ mydestination =
 inet_interfaces = loopback-only
 inet_protocols = ipv4
 maillog_file = /dev/stdout
-message_size_limit = 40000000
+message_size_limit = 35882577
 relayhost = %[2]s
 smtp_tls_security_level = none
 smtp_sasl_auth_enable = yes
@@ -230,7 +232,7 @@ var receivedRE = regexp.MustCompile(`\AReceived: by postfix\.test \(Postfix, fro
 
 func TestPostfix(t *testing.T) {
 	t.Parallel()
-	p := startBridge(t, bridgetest.Options{})
+	p := startBridge(t)
 	for _, mech := range []string{"plain", "login"} {
 		t.Run(mech, func(t *testing.T) {
 			pf := startPostfix(t, p, mech)

@@ -5,8 +5,6 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-
-	"github.com/bridgemail/bridge/internal/bridgetest"
 )
 
 // smtplibEnv passes the password to testdata/smtplib_send.py.
@@ -29,7 +27,7 @@ func smtplibArgs(p *bridgeProc, auth []string, m corpusMessage) []string {
 func TestSmtplib(t *testing.T) {
 	t.Parallel()
 	python := pythonPath(t)
-	p := startBridge(t, bridgetest.Options{})
+	p := startBridge(t)
 	for _, mech := range []string{"PLAIN", "LOGIN"} {
 		for _, m := range loadCorpus(t) {
 			t.Run(mech+"/"+m.Name, func(t *testing.T) {
@@ -47,7 +45,7 @@ func TestSmtplib(t *testing.T) {
 func TestSmtplibAuthForms(t *testing.T) {
 	t.Parallel()
 	python := pythonPath(t)
-	p := startBridge(t, bridgetest.Options{})
+	p := startBridge(t)
 	m := loadCorpus(t)[0]
 	for _, auth := range []struct {
 		name, mech string

@@ -3,8 +3,6 @@ package clients
 import (
 	"strings"
 	"testing"
-
-	"github.com/bridgemail/bridge/internal/bridgetest"
 )
 
 func swaksArgs(p *bridgeProc, mech string, m corpusMessage) []string {
@@ -26,7 +24,7 @@ func swaksArgs(p *bridgeProc, mech string, m corpusMessage) []string {
 func TestSwaks(t *testing.T) {
 	t.Parallel()
 	swaks := requireTool(t, "swaks")
-	p := startBridge(t, bridgetest.Options{})
+	p := startBridge(t)
 	for _, mech := range []string{"PLAIN", "LOGIN"} {
 		// swaks 20201014 has no SMTPUTF8 support.
 		for _, m := range asciiCorpus(t) {
