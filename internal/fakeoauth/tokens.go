@@ -139,6 +139,15 @@ func (s *Server) RefreshTokens() []string {
 	return tokens
 }
 
+// RefreshTokenValid reports whether token was issued here and is neither
+// revoked nor replaced by a rotation.
+func (s *Server) RefreshTokenValid(token string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	g, ok := s.refresh[token]
+	return ok && !g.revoked
+}
+
 // ExpireAccessTokens makes every access token issued so far invalid, as if
 // it had expired early. Clients still hold the old expiry.
 func (s *Server) ExpireAccessTokens() {
