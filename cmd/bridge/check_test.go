@@ -15,7 +15,6 @@ import (
 // testdata/config and compares its output with the .golden file next to
 // it. go test -run CheckBadConfig -update rewrites the golden files.
 func TestCheckBadConfigGolden(t *testing.T) {
-	t.Parallel()
 	dir, err := filepath.Abs(filepath.Join("testdata", "config"))
 	if err != nil {
 		t.Fatal(err)
@@ -60,7 +59,6 @@ func TestCheckBadConfigGolden(t *testing.T) {
 }
 
 func TestServeRejectsBadConfig(t *testing.T) {
-	t.Parallel()
 	dir, err := filepath.Abs(filepath.Join("testdata", "config"))
 	if err != nil {
 		t.Fatal(err)
@@ -75,7 +73,6 @@ func TestServeRejectsBadConfig(t *testing.T) {
 }
 
 func TestCheckWithoutServer(t *testing.T) {
-	t.Parallel()
 	env := bridgetest.New(t, bridgetest.Options{})
 	out, errOut, code := runBridge(t, "", "check", "--config", env.ConfigPath)
 	if code != 0 {
@@ -125,7 +122,6 @@ func TestCheckWithoutServer(t *testing.T) {
 }
 
 func TestCheckStoreProblems(t *testing.T) {
-	t.Parallel()
 	env := bridgetest.New(t, bridgetest.Options{})
 	seedStore(t, env)
 	// The user's provider is renamed in the config, so it no longer
@@ -157,7 +153,6 @@ func TestCheckStoreProblems(t *testing.T) {
 }
 
 func TestCheckThroughServer(t *testing.T) {
-	t.Parallel()
 	env := bridgetest.New(t, bridgetest.Options{})
 	seedStore(t, env)
 	startBridge(t, env)
@@ -187,7 +182,6 @@ func TestCheckThroughServer(t *testing.T) {
 }
 
 func TestStatusReportsAccounts(t *testing.T) {
-	t.Parallel()
 	// Without reuse, each message logs in upstream again, so the revoked
 	// consent below shows on the next one.
 	env := bridgetest.New(t, bridgetest.Options{ExtraYAML: "pool:\n  max_idle: -1\n"})
@@ -256,7 +250,6 @@ func TestStatusReportsAccounts(t *testing.T) {
 }
 
 func TestStatusWithoutServer(t *testing.T) {
-	t.Parallel()
 	env := bridgetest.New(t, bridgetest.Options{})
 	_, errOut, code := runBridge(t, "", "status", "--config", env.ConfigPath)
 	if code != 1 {
@@ -268,7 +261,6 @@ func TestStatusWithoutServer(t *testing.T) {
 }
 
 func TestStatusJSONIsStable(t *testing.T) {
-	t.Parallel()
 	env := bridgetest.New(t, bridgetest.Options{})
 	seedStore(t, env)
 	startBridge(t, env)

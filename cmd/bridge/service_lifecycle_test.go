@@ -22,7 +22,6 @@ import (
 )
 
 func TestVersionFromLdflags(t *testing.T) {
-	t.Parallel()
 	out, _, code := runBridge(t, "", "version")
 	if code != 0 {
 		t.Fatalf("exit code %d", code)
@@ -70,7 +69,6 @@ func (n *notifySocket) next(watchdogs *int) string {
 }
 
 func TestNotifySocketLifecycle(t *testing.T) {
-	t.Parallel()
 	env := bridgetest.New(t, bridgetest.Options{})
 	seedStore(t, env)
 	sock := listenNotify(t, filepath.Join(t.TempDir(), "notify"))
@@ -118,7 +116,6 @@ func TestNotifySocketLifecycle(t *testing.T) {
 }
 
 func TestNotifyAbstractSocket(t *testing.T) {
-	t.Parallel()
 	env := bridgetest.New(t, bridgetest.Options{})
 	seedStore(t, env)
 	sock := listenNotify(t, fmt.Sprintf("@bridge-test-%d-%d", os.Getpid(), time.Now().UnixNano()))
@@ -141,7 +138,6 @@ func TestNotifyAbstractSocket(t *testing.T) {
 }
 
 func TestSIGHUPAddsListenerKeepsSession(t *testing.T) {
-	t.Parallel()
 	env := bridgetest.New(t, bridgetest.Options{})
 	seedStore(t, env)
 	p := startBridge(t, env)
@@ -172,7 +168,6 @@ func TestSIGHUPAddsListenerKeepsSession(t *testing.T) {
 }
 
 func TestSIGHUPBrokenConfigKeepsOld(t *testing.T) {
-	t.Parallel()
 	env := bridgetest.New(t, bridgetest.Options{})
 	seedStore(t, env)
 	p := startBridge(t, env)
@@ -198,7 +193,6 @@ func TestSIGHUPBrokenConfigKeepsOld(t *testing.T) {
 }
 
 func TestSIGTERMDuringSlowData(t *testing.T) {
-	t.Parallel()
 	env := bridgetest.New(t, bridgetest.Options{ExtraYAML: "limits:\n  shutdown_grace: 30s\n"})
 	seedStore(t, env)
 	p := startBridge(t, env)
@@ -246,7 +240,6 @@ func TestSIGTERMDuringSlowData(t *testing.T) {
 }
 
 func TestSIGTERMGraceOverGives4xx(t *testing.T) {
-	t.Parallel()
 	env := bridgetest.New(t, bridgetest.Options{ExtraYAML: "limits:\n  shutdown_grace: 200ms\n"})
 	seedStore(t, env)
 	p := startBridge(t, env)
@@ -281,7 +274,6 @@ func TestSIGTERMGraceOverGives4xx(t *testing.T) {
 }
 
 func TestClientTLSListeners(t *testing.T) {
-	t.Parallel()
 	certs := testcert.New(t)
 	listeners := fmt.Sprintf("  - address: 127.0.0.1:0\n    tls: starttls\n    cert_file: %s\n    key_file: %s\n"+
 		"  - address: localhost:0\n    tls: implicit\n    cert_file: %[1]s\n    key_file: %[2]s\n",
@@ -336,7 +328,6 @@ func TestClientTLSListeners(t *testing.T) {
 }
 
 func TestJSONLogRelayLine(t *testing.T) {
-	t.Parallel()
 	env := bridgetest.New(t, bridgetest.Options{})
 	refresh := seedStore(t, env)
 	editConfig(t, env, "log:\n  level: debug\n", "log:\n  level: debug\n  format: json\n")

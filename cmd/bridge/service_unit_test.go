@@ -15,7 +15,6 @@ import (
 const unitPath = "../../contrib/systemd/bridge.service"
 
 func TestSystemdUnitDirectives(t *testing.T) {
-	t.Parallel()
 	data, err := os.ReadFile(unitPath)
 	if err != nil {
 		t.Fatal(err)
@@ -50,7 +49,6 @@ func TestSystemdUnitDirectives(t *testing.T) {
 // TestSystemdUnitVerifies runs systemd-analyze on the unit, with ExecStart
 // pointing at the test binary, when systemd-analyze is installed.
 func TestSystemdUnitVerifies(t *testing.T) {
-	t.Parallel()
 	analyze, err := exec.LookPath("systemd-analyze")
 	if err != nil {
 		t.Skip("systemd-analyze is not installed")
@@ -86,7 +84,6 @@ func TestSystemdUnitVerifies(t *testing.T) {
 }
 
 func TestSystemdConfigLoads(t *testing.T) {
-	t.Parallel()
 	cfg, err := config.Load("../../contrib/systemd/config.yaml")
 	if err != nil {
 		t.Fatalf("Load: %v", err)
