@@ -16,17 +16,15 @@ import (
 const maxTraceLine = 1000
 
 // tracedConn logs the SMTP conversation on a connection at debug level,
-// one record per line, with everything secret left out: the SASL
-// responses of AUTH, which carry passwords and access tokens in base64,
-// and the message content, which is logged as a byte count. go-smtp's own
-// Server.Debug and Client.DebugWriter copy AUTH lines raw and mix the
-// connections of a server, so the bridge traces each connection itself.
+// one record per line. The SASL responses of AUTH, which carry passwords
+// and access tokens in base64, are left out, and the message content is
+// logged as a byte count only. go-smtp's own Server.Debug and
+// Client.DebugWriter copy AUTH lines raw and mix the connections of a
+// server, so the bridge traces each connection itself.
 //
-// The trace stops at STARTTLS, because what follows is TLS records.
-//
-// NOTE: a STARTTLS listener's sessions are therefore traced only up to
-// STARTTLS; go-smtp starts TLS over this connection and gives no hook
-// above it.
+// NOTE: the trace stops at STARTTLS, because what follows is TLS records,
+// so a STARTTLS listener's sessions are traced only up to STARTTLS.
+// go-smtp starts TLS over this connection and gives no hook above it.
 type tracedConn struct {
 	net.Conn
 	// id is the session id of a client connection, chosen at accept so

@@ -5,8 +5,8 @@ import (
 	"log/slog"
 )
 
-// redacted is what a secret field prints as: a placeholder, or empty when
-// the secret is empty so that a missing one still shows.
+// redacted returns what a secret field prints as: a placeholder, or ""
+// for an empty secret, so that a missing one still shows.
 func redacted(secret string) string {
 	if secret == "" {
 		return ""

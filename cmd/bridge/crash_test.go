@@ -26,10 +26,10 @@ import (
 )
 
 // checkStoreIntact opens the store that a killed process left and fails
-// on any sign of a half-written change: a database that does not open or
-// whose pages do not check, a user without its account, or an account
-// whose refresh token does not open or was never issued by the provider.
-// It returns the users.
+// on any sign of a half-written change. The database must open and pass
+// bbolt's page check, every user must have its account, and every
+// account's refresh token must open and be one the provider issued. It
+// returns the users.
 func checkStoreIntact(t *testing.T, env *bridgetest.Env) []store.User {
 	t.Helper()
 	db, err := bolt.Open(env.Config.Store.Path, 0o600, &bolt.Options{ReadOnly: true, Timeout: 5 * time.Second})
@@ -110,7 +110,7 @@ func sendLoop(addr string, stop <-chan struct{}) {
 }
 
 // TestKillDuringTokenRotation sends SIGKILL to bridge serve while it
-// refreshes and saves rotated refresh tokens as fast as it can: the
+// refreshes and saves rotated refresh tokens as fast as it can. The
 // access tokens live one second and no upstream connection is reused, so
 // every message refreshes, and the Microsoft flavour rotates the refresh
 // token on each refresh.
