@@ -45,6 +45,9 @@ type faultCase struct {
 	enhanced smtp.EnhancedCode
 	// logs must all appear in the bridge's log: the cause, named.
 	logs []string
+	// connecting is set for the faults before the upstream session is
+	// ready, which differ between the implicit TLS and STARTTLS ports.
+	connecting bool
 	// mayBeDelivered is set where the upstream may accept the message
 	// after the bridge gave up waiting for its reply. The client then
 	// gets 4xx and may send it again: a duplicate, never a loss.
@@ -73,31 +76,31 @@ const gateBuffer = 16 << 10
 
 var faultCases = []faultCase{
 	// Connecting.
-	{name: "connection refused", arm: func(_ *testing.T, _ *harness, g *gate) { g.refuse() },
+	{name: "connection refused", connecting: true, arm: func(_ *testing.T, _ *harness, g *gate) { g.refuse() },
 		undo: func(_ *harness, g *gate) { g.open() },
 		code: 451, enhanced: smtp.EnhancedCode{4, 4, 1}, logs: []string{"upstream unreachable", "connection refused"}},
-	{name: "certificate does not verify", arm: func(t *testing.T, h *harness, _ *gate) {
+	{name: "certificate does not verify", connecting: true, arm: func(t *testing.T, h *harness, _ *gate) {
 		h.Gmail.SetCerts(testcert.NewUntrusted(t))
 	}, undo: func(h *harness, _ *gate) { h.Gmail.SetCerts(nil) },
 		code: 454, enhanced: smtp.EnhancedCode{4, 7, 0},
 		logs: []string{"upstream certificate did not verify", "certificate signed by unknown authority"}},
-	{name: "greeting 421", arm: gmailFault(fakegmail.Fault{Stage: fakegmail.StageGreeting, Reply: fakegmail.TryAgainLater}),
+	{name: "greeting 421", connecting: true, arm: gmailFault(fakegmail.Fault{Stage: fakegmail.StageGreeting, Reply: fakegmail.TryAgainLater}),
 		code: 451, logs: []string{"upstream refused the session", "Try again later"}},
-	{name: "greeting dropped", arm: gmailFault(fakegmail.Fault{Stage: fakegmail.StageGreeting, Drop: true}),
-		class: 4, logs: []string{"TLS handshake with"}},
-	{name: "greeting slow", arm: gmailFault(fakegmail.Fault{Stage: fakegmail.StageGreeting, Delay: faultDelay}),
+	{name: "greeting dropped", connecting: true, arm: gmailFault(fakegmail.Fault{Stage: fakegmail.StageGreeting, Drop: true}),
+		class: 4, logs: []string{"upstream unreachable", "EOF"}},
+	{name: "greeting slow", connecting: true, arm: gmailFault(fakegmail.Fault{Stage: fakegmail.StageGreeting, Delay: faultDelay}),
 		code: 451, logs: []string{"upstream timed out"}},
 
 	// Logging in upstream.
-	{name: "auth too many login attempts", arm: gmailFault(fakegmail.Fault{Stage: fakegmail.StageAuth, Reply: fakegmail.TooManyLoginAttempts}),
+	{name: "auth too many login attempts", connecting: true, arm: gmailFault(fakegmail.Fault{Stage: fakegmail.StageAuth, Reply: fakegmail.TooManyLoginAttempts}),
 		code: 454, enhanced: smtp.EnhancedCode{4, 7, 0}, logs: []string{"Too many login attempts"}},
-	{name: "auth temporary failure", arm: gmailFault(fakegmail.Fault{Stage: fakegmail.StageAuth, Reply: fakegmail.TemporaryAuthFailure}),
+	{name: "auth temporary failure", connecting: true, arm: gmailFault(fakegmail.Fault{Stage: fakegmail.StageAuth, Reply: fakegmail.TemporaryAuthFailure}),
 		code: 454, enhanced: smtp.EnhancedCode{4, 7, 0}},
-	{name: "auth 421", arm: gmailFault(fakegmail.Fault{Stage: fakegmail.StageAuth, Reply: fakegmail.TryAgainLater}),
+	{name: "auth 421", connecting: true, arm: gmailFault(fakegmail.Fault{Stage: fakegmail.StageAuth, Reply: fakegmail.TryAgainLater}),
 		code: 451, enhanced: smtp.EnhancedCode{4, 7, 0}},
-	{name: "auth dropped", arm: gmailFault(fakegmail.Fault{Stage: fakegmail.StageAuth, Drop: true}),
+	{name: "auth dropped", connecting: true, arm: gmailFault(fakegmail.Fault{Stage: fakegmail.StageAuth, Drop: true}),
 		class: 4, logs: []string{"upstream connection lost"}},
-	{name: "auth slow", arm: gmailFault(fakegmail.Fault{Stage: fakegmail.StageAuth, Delay: faultDelay}),
+	{name: "auth slow", connecting: true, arm: gmailFault(fakegmail.Fault{Stage: fakegmail.StageAuth, Delay: faultDelay}),
 		code: 451, logs: []string{"upstream timed out"}},
 
 	// The transaction.
@@ -156,52 +159,73 @@ func TestFaults(t *testing.T) {
 	for _, tc := range faultCases {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			env := bridgetest.New(t, bridgetest.Options{ExtraYAML: faultTimeouts})
-			g := startGate(t, env.Gmail.Addr())
-			p := env.Config.Providers[env.Provider]
-			p.Upstream.Address = g.addr
-			env.Config.Providers[env.Provider] = p
-			// A fresh upstream connection for every message, so each
-			// fault meets a new dial and login.
-			env.Config.Pool.MaxIdle = -1
-			h := newHarnessEnv(t, env)
-
-			tc.arm(t, h, g)
-			c := h.login(t)
-			body := tc.body
-			if body == "" {
-				body = testMessage
-			}
-			reply, err := send(c, testAccount, []string{"a@example.org"}, body)
-			checkFaultReply(t, tc, reply, err)
-			if n := len(h.Gmail.Messages()); n != 0 && !tc.mayBeDelivered {
-				t.Errorf("upstream accepted %d messages behind a failure reply", n)
-			}
-			logs := h.logs.String()
-			for _, want := range tc.logs {
-				if !strings.Contains(logs, want) {
-					t.Errorf("log lacks %q", want)
-				}
-			}
-
-			h.Gmail.ClearFaults()
-			h.OAuth.SetTokenFault(fakeoauth.NoFault)
-			h.OAuth.SetTokenDelay(0)
-			if tc.undo != nil {
-				tc.undo(h, g)
-			}
-			before := len(h.Gmail.Messages())
-			c.Reset()
-			if _, err := send(c, testAccount, []string{"a@example.org"}, testMessage); err != nil {
-				t.Fatalf("same session after the fault: %v", err)
-			}
-			c2 := h.login(t)
-			if _, err := send(c2, testAccount, []string{"b@example.org"}, testMessage); err != nil {
-				t.Fatalf("new session after the fault: %v", err)
-			}
-			h.Gmail.WaitMessages(t, before+2, 10*time.Second)
+			runFault(t, tc, false)
 		})
 	}
+}
+
+// TestFaultsStartTLS repeats the faults of connecting and logging in with
+// an upstream on the STARTTLS port, where the bridge reads the greeting
+// and starts TLS itself.
+func TestFaultsStartTLS(t *testing.T) {
+	for _, tc := range faultCases {
+		if !tc.connecting {
+			continue
+		}
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			runFault(t, tc, true)
+		})
+	}
+}
+
+// runFault sends one message into the fault of tc and checks the
+// recovery.
+func runFault(t *testing.T, tc faultCase, startTLS bool) {
+	env := bridgetest.New(t, bridgetest.Options{ExtraYAML: faultTimeouts, StartTLS: startTLS})
+	g := startGate(t, env.Gmail.Addr())
+	p := env.Config.Providers[env.Provider]
+	p.Upstream.Address = g.addr
+	env.Config.Providers[env.Provider] = p
+	// A fresh upstream connection for every message, so each
+	// fault meets a new dial and login.
+	env.Config.Pool.MaxIdle = -1
+	h := newHarnessEnv(t, env)
+
+	tc.arm(t, h, g)
+	c := h.login(t)
+	body := tc.body
+	if body == "" {
+		body = testMessage
+	}
+	reply, err := send(c, testAccount, []string{"a@example.org"}, body)
+	checkFaultReply(t, tc, reply, err)
+	if n := len(h.Gmail.Messages()); n != 0 && !tc.mayBeDelivered {
+		t.Errorf("upstream accepted %d messages behind a failure reply", n)
+	}
+	logs := h.logs.String()
+	for _, want := range tc.logs {
+		if !strings.Contains(logs, want) {
+			t.Errorf("log lacks %q", want)
+		}
+	}
+
+	h.Gmail.ClearFaults()
+	h.OAuth.SetTokenFault(fakeoauth.NoFault)
+	h.OAuth.SetTokenDelay(0)
+	if tc.undo != nil {
+		tc.undo(h, g)
+	}
+	before := len(h.Gmail.Messages())
+	c.Reset()
+	if _, err := send(c, testAccount, []string{"a@example.org"}, testMessage); err != nil {
+		t.Fatalf("same session after the fault: %v", err)
+	}
+	c2 := h.login(t)
+	if _, err := send(c2, testAccount, []string{"b@example.org"}, testMessage); err != nil {
+		t.Fatalf("new session after the fault: %v", err)
+	}
+	h.Gmail.WaitMessages(t, before+2, 10*time.Second)
 }
 
 func checkFaultReply(t *testing.T, tc faultCase, reply string, err error) {
