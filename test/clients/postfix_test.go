@@ -202,19 +202,61 @@ func (pf *postfixInstance) stop(t *testing.T, cmd *exec.Cmd) {
 
 func (pf *postfixInstance) killMaster(t *testing.T) {
 	t.Helper()
-	data, err := os.ReadFile(filepath.Join(pf.dir, "queue", "pid", "master.pid"))
+	pid, err := pf.masterPID()
 	if err != nil {
-		t.Logf("reading the master's PID: %v", err)
-		return
-	}
-	pid, err := strconv.Atoi(strings.TrimSpace(string(data)))
-	if err != nil || pid <= 1 {
-		t.Logf("invalid master PID %q", data)
+		t.Log(err)
 		return
 	}
 	if proc, err := os.FindProcess(pid); err == nil {
 		proc.Kill()
 	}
+}
+
+// masterPID reads the PID of the master from the queue directory.
+func (pf *postfixInstance) masterPID() (int, error) {
+	data, err := os.ReadFile(filepath.Join(pf.dir, "queue", "pid", "master.pid"))
+	if err != nil {
+		return 0, fmt.Errorf("reading the master's PID: %w", err)
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(data)))
+	if err != nil || pid <= 1 {
+		return 0, fmt.Errorf("invalid master PID %q", data)
+	}
+	return pid, nil
+}
+
+// tcpListeners returns the local addresses, in the hexadecimal form of
+// /proc/net/tcp, of the TCP sockets that process pid listens on.
+func tcpListeners(t *testing.T, pid int) []string {
+	t.Helper()
+	fds, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	inodes := map[string]bool{}
+	for _, fd := range fds {
+		link, err := os.Readlink(fmt.Sprintf("/proc/%d/fd/%s", pid, fd.Name()))
+		if inode, ok := strings.CutPrefix(link, "socket:["); err == nil && ok {
+			inodes[strings.TrimSuffix(inode, "]")] = true
+		}
+	}
+
+	var addrs []string
+	for _, table := range []string{"/proc/net/tcp", "/proc/net/tcp6"} {
+		data, err := os.ReadFile(table)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, line := range strings.Split(string(data), "\n")[1:] {
+			// sl local_address rem_address st ... uid timeout inode
+			f := strings.Fields(line)
+			const listen = "0A"
+			if len(f) > 9 && f[3] == listen && inodes[f[9]] {
+				addrs = append(addrs, f[1])
+			}
+		}
+	}
+	return addrs
 }
 
 // sendmail hands m to the instance's sendmail command, which queues it
@@ -233,9 +275,22 @@ var receivedRE = regexp.MustCompile(`\AReceived: by postfix\.test \(Postfix, fro
 func TestPostfix(t *testing.T) {
 	t.Parallel()
 	p := startBridge(t)
+	// The check below finds the bridge's own listener, so it can fail.
+	if addrs := tcpListeners(t, p.cmd.Process.Pid); len(addrs) != 1 {
+		t.Fatalf("bridge listens on TCP %q, want its one listener", addrs)
+	}
 	for _, mech := range []string{"plain", "login"} {
 		t.Run(mech, func(t *testing.T) {
 			pf := startPostfix(t, p, mech)
+			// The master opens the sockets of every service in
+			// master.cf, and this one has no smtpd.
+			pid, err := pf.masterPID()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if addrs := tcpListeners(t, pid); len(addrs) != 0 {
+				t.Errorf("Postfix listens on TCP %q", addrs)
+			}
 			msgs := loadCorpus(t)
 			if mech == "plain" {
 				// Once is enough for the slowest message.
