@@ -17,7 +17,7 @@ import (
 
 const (
 	// The local login that every client uses, and the account it sends
-	// as. The password has the form that bridge users add generates.
+	// as. The password has the form of those that bridge authorize generates.
 	testUser     = "printer"
 	testPassword = "Xq7mK2pR9tLw4vNb8cJd"
 	testAccount  = "scanner@example.com"
@@ -42,8 +42,8 @@ type bridgeProc struct {
 	err  error // the result of cmd.Wait, set before done is closed
 }
 
-// listeningRE matches the log line that proxy.Server.Start writes for each
-// listener, in the text format that the test config selects.
+// listeningRE matches the log line that proxy.Server writes for each
+// listener it opens, in the text format that the test config selects.
 var listeningRE = regexp.MustCompile(`msg=listening address=(\S+)`)
 
 // startBridge seeds the store with the test user, starts the binary with
@@ -98,7 +98,7 @@ func startBridge(t *testing.T, limits ...string) *bridgeProc {
 	return p
 }
 
-// stop sends SIGTERM and waits for the process to exit; it kills it after
+// stop sends SIGTERM and waits for the process to exit, and kills it after
 // stopTimeout. A non-zero exit or a race report fails the test.
 func (p *bridgeProc) stop(t *testing.T) {
 	t.Helper()

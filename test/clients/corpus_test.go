@@ -55,6 +55,14 @@ func teamAddresses(n int) []string {
 // the checkout.
 func loadCorpus(t *testing.T) []corpusMessage {
 	t.Helper()
+	files, err := filepath.Glob(filepath.Join("testdata", "messages", "*.eml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(files) != len(corpus) {
+		t.Fatalf("testdata/messages has %d files and the corpus lists %d", len(files), len(corpus))
+	}
+
 	msgs := make([]corpusMessage, len(corpus))
 	for i, m := range corpus {
 		m.Path = filepath.Join("testdata", "messages", m.Name)

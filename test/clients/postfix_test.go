@@ -18,7 +18,7 @@ import (
 	"github.com/bridgemail/bridge/internal/fakegmail"
 )
 
-// postfixTimeout bounds each wait on Postfix: start, stop, a delivery.
+// postfixTimeout bounds the start and the stop of Postfix.
 const postfixTimeout = time.Minute
 
 // postfixInstance is a Postfix mail system with a private configuration
