@@ -524,3 +524,21 @@ func TestFreshTokenRejectedGets535(t *testing.T) {
 		t.Errorf("log does not name the fix:\n%s", h.logs)
 	}
 }
+
+func TestTooLongLineGetsPermanentReply(t *testing.T) {
+	h := newHarness(t, bridgetest.Options{})
+	r := h.raw(t)
+	r.cmd("EHLO printer", "250")
+	r.cmd("AUTH PLAIN "+b64("\x00"+testUser+"\x00"+testPassword), "235")
+	r.cmd("MAIL FROM:<"+testAccount+">", "250")
+	r.cmd("RCPT TO:<a@example.org>", "250")
+	r.cmd("DATA", "354")
+	r.conn.Write([]byte("Subject: long\r\n\r\n" + strings.Repeat("x", 5000) + "\r\n.\r\n"))
+	reply := r.readReply()
+	if !strings.HasPrefix(reply, "554 5.6.0") || !strings.Contains(reply, "longer than") {
+		t.Errorf("reply = %q, want 554 5.6.0 naming the long line", reply)
+	}
+	if n := len(h.Gmail.Messages()); n != 0 {
+		t.Errorf("upstream got %d messages", n)
+	}
+}

@@ -336,9 +336,22 @@ func newSessionID() string {
 type errorLog struct{ log *slog.Logger }
 
 func (l errorLog) Printf(format string, v ...any) {
-	l.log.Warn("smtp server: " + strings.TrimSpace(fmt.Sprintf(format, v...)))
+	l.write(strings.TrimSpace(fmt.Sprintf(format, v...)))
 }
 
 func (l errorLog) Println(v ...any) {
-	l.log.Warn("smtp server: " + strings.TrimSpace(fmt.Sprintln(v...)))
+	l.write(strings.TrimSpace(fmt.Sprintln(v...)))
+}
+
+// write logs at debug level the read errors of connections that a client
+// dropped or reset, which are routine and would flood the log; anything
+// else go-smtp reports is a warning.
+func (l errorLog) write(msg string) {
+	level := slog.LevelWarn
+	if strings.HasPrefix(msg, "error handling ") &&
+		(strings.Contains(msg, "connection reset by peer") || strings.Contains(msg, "broken pipe") ||
+			strings.HasSuffix(msg, ": EOF")) {
+		level = slog.LevelDebug
+	}
+	l.log.Log(context.Background(), level, "smtp server: "+msg)
 }

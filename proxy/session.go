@@ -105,7 +105,11 @@ func (s *session) authenticate(username, password string) error {
 	if s.user != nil {
 		return &smtp.SMTPError{Code: 503, EnhancedCode: smtp.EnhancedCode{5, 5, 1}, Message: "Already authenticated"}
 	}
-	if wait := s.srv.throttle.delay(s.remoteIP(), username); wait < 0 {
+	wait := s.srv.throttle.begin(s.remoteIP(), username)
+	if wait >= 0 {
+		defer s.srv.throttle.end(s.remoteIP(), username)
+	}
+	if wait < 0 {
 		// The start of the lockout was logged once; each attempt
 		// during it is not, so a scan cannot flood the log.
 		s.log.Debug("AUTH rejected: locked out after repeated failures", "user", username)
@@ -420,6 +424,13 @@ func (s *session) dataReadFailed(size int64, err error) error {
 			"the client must end its data with CRLF . CRLF", "size", size, "read_timeout", timeout)
 		return s.reply(&smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 4, 2},
 			Message: fmt.Sprintf("Message not relayed: no end of data (CRLF . CRLF) within %v", timeout)})
+	}
+	if errors.Is(err, smtp.ErrTooLongLine) {
+		// Retrying would fail the same way, so the reply is permanent.
+		limit := s.conn.Server().MaxLineLength
+		s.log.Warn("message not relayed: a line is longer than the limit", "size", size, "max_line_length", limit)
+		return s.reply(&smtp.SMTPError{Code: 554, EnhancedCode: smtp.EnhancedCode{5, 6, 0},
+			Message: fmt.Sprintf("Message not relayed: a line is longer than %d octets; RFC 5321 allows 1000", limit)})
 	}
 	s.log.Info("message not relayed: client data failed", "size", size, "err", err)
 	return s.reply(&smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 4, 2},

@@ -20,7 +20,10 @@ type throttle struct {
 }
 
 type failures struct {
-	count       int
+	count int
+	// pending counts the checks under way, which may all fail: parallel
+	// logins must not get more checks than the lockout allows.
+	pending     int
 	last        time.Time
 	lockedUntil time.Time
 }
@@ -33,16 +36,28 @@ func throttleKeys(ip, user string) []string {
 	return []string{"ip " + ip, "user " + user}
 }
 
-// delay returns how long to wait before checking a login, or a negative
-// duration while the client address or the username is locked out.
+// begin returns how long to wait before checking a login, or a negative
+// duration while the client address or the username is locked out, or
+// while the checks under way could reach the lockout. Unless it returns a
+// negative duration, the caller must call end when the check is done.
+func (t *throttle) begin(ip, user string) time.Duration {
+	return t.check(ip, user, true)
+}
+
+// delay returns what begin would, without counting a check under way.
 func (t *throttle) delay(ip, user string) time.Duration {
+	return t.check(ip, user, false)
+}
+
+func (t *throttle) check(ip, user string, reserve bool) time.Duration {
 	cfg := t.settings()
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	now := t.now()
 
 	var wait time.Duration
-	for _, k := range throttleKeys(ip, user) {
+	keys := throttleKeys(ip, user)
+	for _, k := range keys {
 		f := t.current(k, cfg, now)
 		if f == nil {
 			continue
@@ -50,7 +65,11 @@ func (t *throttle) delay(ip, user string) time.Duration {
 		if now.Before(f.lockedUntil) {
 			return -1
 		}
-		if extra := f.count - cfg.FreeFailures; extra >= 0 {
+		attempts := f.count + f.pending
+		if cfg.LockoutAfter > 0 && attempts >= cfg.LockoutAfter {
+			return -1
+		}
+		if extra := attempts - cfg.FreeFailures; extra >= 0 {
 			d := cfg.BaseDelay << min(extra, 20)
 			if d > cfg.MaxDelay || d <= 0 {
 				d = cfg.MaxDelay
@@ -58,7 +77,29 @@ func (t *throttle) delay(ip, user string) time.Duration {
 			wait = max(wait, d)
 		}
 	}
+	if !reserve {
+		return wait
+	}
+	for _, k := range keys {
+		f := t.entries[k]
+		if f == nil {
+			f = &failures{last: now}
+			t.entries[k] = f
+		}
+		f.pending++
+	}
 	return wait
+}
+
+// end marks a check that begin allowed as done.
+func (t *throttle) end(ip, user string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for _, k := range throttleKeys(ip, user) {
+		if f := t.entries[k]; f != nil && f.pending > 0 {
+			f.pending--
+		}
+	}
 }
 
 // failure records a failed login and reports whether it started a
@@ -94,7 +135,9 @@ func (t *throttle) failure(ip, user string) (lockedNow bool) {
 func (t *throttle) success(ip, user string) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	delete(t.entries, "user "+user)
+	if f := t.entries["user "+user]; f != nil {
+		f.count = 0
+	}
 }
 
 // current returns the live entry of key, dropping one whose failures and
@@ -104,7 +147,7 @@ func (t *throttle) current(key string, cfg config.Throttle, now time.Time) *fail
 	if !ok {
 		return nil
 	}
-	if now.Sub(f.last) > cfg.Window && !now.Before(f.lockedUntil) {
+	if f.pending == 0 && now.Sub(f.last) > cfg.Window && !now.Before(f.lockedUntil) {
 		delete(t.entries, key)
 		return nil
 	}

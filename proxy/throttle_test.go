@@ -225,3 +225,59 @@ func TestLockedOutLoginDoesNotTouchStore(t *testing.T) {
 		t.Errorf("upstream saw %d connections", n)
 	}
 }
+
+func TestThrottleParallelChecksBounded(t *testing.T) {
+	th, _ := newClockedThrottle(testThrottle)
+	// Checks that start together, before any has failed, count against
+	// the lockout, so parallel connections cannot try more passwords.
+	allowed := 0
+	for range 60 {
+		if th.begin("192.0.2.1", "alice") >= 0 {
+			allowed++
+		}
+	}
+	if allowed != testThrottle.LockoutAfter {
+		t.Errorf("%d parallel checks allowed, want %d", allowed, testThrottle.LockoutAfter)
+	}
+	for range allowed {
+		th.end("192.0.2.1", "alice")
+	}
+	if got := th.delay("192.0.2.1", "alice"); got != 0 {
+		t.Errorf("delay after the checks ended without failures = %v, want 0", got)
+	}
+}
+
+func TestThrottleParallelLoginsEndToEnd(t *testing.T) {
+	h := newHarness(t, bridgetest.Options{ExtraYAML: `throttle:
+  free_failures: 100
+  lockout_after: 5
+  lockout: 1m
+`})
+	const attempts = 30
+	codes := make(chan int, attempts)
+	for i := range attempts {
+		go func() {
+			c, err := smtp.Dial(h.addr)
+			if err != nil {
+				codes <- -1
+				return
+			}
+			defer c.Close()
+			pw := "wrong"
+			if i == attempts-1 {
+				pw = testPassword
+			}
+			codes <- smtpCode(c.Auth(sasl.NewPlainClient("", testUser, pw)))
+		}()
+	}
+	checked := 0
+	for range attempts {
+		code := <-codes
+		if code == 535 || code == 0 {
+			checked++
+		}
+	}
+	if checked > 5 {
+		t.Errorf("%d of %d parallel logins had their password checked, want at most 5", checked, attempts)
+	}
+}

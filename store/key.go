@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"path/filepath"
 )
 
 // KeySize is the length in bytes of the AES-256 key that seals refresh
@@ -58,6 +59,11 @@ func createKey(path string) ([]byte, error) {
 	key := make([]byte, KeySize)
 	if _, err := rand.Read(key); err != nil {
 		return nil, fmt.Errorf("generating key: %w", err)
+	}
+
+	// The directory holds the database too, so only the owner may enter.
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, fmt.Errorf("creating key file directory: %w", err)
 	}
 
 	// O_EXCL makes a concurrent creator lose instead of overwriting a key

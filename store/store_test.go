@@ -290,3 +290,23 @@ func TestPutUserNeedsAccount(t *testing.T) {
 		t.Fatalf("err = %v, want ErrNotFound", err)
 	}
 }
+
+func TestOpenCreatesMissingDirectory(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "state", "nested")
+	key, err := LoadOrCreateKey(filepath.Join(dir, "bridge.key"))
+	if err != nil {
+		t.Fatalf("key in a missing directory: %v", err)
+	}
+	s, err := Open(filepath.Join(dir, "bridge.db"), key)
+	if err != nil {
+		t.Fatalf("database in a missing directory: %v", err)
+	}
+	s.Close()
+	info, err := os.Stat(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.Mode().Perm() != 0o700 {
+		t.Errorf("directory mode = %04o, want 0700", info.Mode().Perm())
+	}
+}

@@ -123,6 +123,9 @@ var version = ""
 func runVersion(ctx context.Context, e env, args []string) error {
 	fs := newFlagSet(e, "version", "")
 	if _, err := parseFlags(fs, args, 0); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
 		return err
 	}
 	fmt.Fprintln(e.stdout, "bridge", versionString())
