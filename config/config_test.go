@@ -309,3 +309,40 @@ func TestTrustedClientsInvalid(t *testing.T) {
 		}
 	}
 }
+
+func TestWrongTypeNamesKey(t *testing.T) {
+	path := writeConfig(t, `providers:
+  google:
+    client_id: x
+    client_secret: y
+limits:
+  read_timeout: 10 minutes
+  max_recipients: lots
+`)
+	_, err := Load(path)
+	var ps Problems
+	if !errors.As(err, &ps) || len(ps) != 2 {
+		t.Fatalf("err = %v, want two problems", err)
+	}
+	if ps[0].Key != "limits.read_timeout" || ps[0].Line != 6 {
+		t.Errorf("first problem = %+v, want limits.read_timeout on line 6", ps[0])
+	}
+	if ps[1].Key != "limits.max_recipients" || ps[1].Line != 7 {
+		t.Errorf("second problem = %+v, want limits.max_recipients on line 7", ps[1])
+	}
+}
+
+func TestBaseDelayAboveMaxDelayRejected(t *testing.T) {
+	path := writeConfig(t, `providers:
+  google:
+    client_id: x
+    client_secret: y
+throttle:
+  base_delay: 10s
+  max_delay: 1s
+`)
+	_, err := Load(path)
+	if err == nil || !strings.Contains(err.Error(), "throttle.base_delay") {
+		t.Fatalf("err = %v, want a problem at throttle.base_delay", err)
+	}
+}

@@ -75,7 +75,7 @@ func Parse(name string, data []byte) (*Config, error) {
 	if err := dec.Decode(cfg); err != nil && !errors.Is(err, io.EOF) {
 		var te *yaml.TypeError
 		if errors.As(err, &te) {
-			return nil, typeProblems(name, te)
+			return nil, typeProblems(name, te, lineFinder{root: &root})
 		}
 		return nil, Problems{yamlProblem(name, err)}
 	}
@@ -135,13 +135,16 @@ func (c *Config) resolvePaths(dir string) {
 var yamlLine = regexp.MustCompile(`^line (\d+): (.*)$`)
 
 // typeProblems turns yaml.v3's "line N: ..." messages into Problems.
-func typeProblems(name string, te *yaml.TypeError) Problems {
+func typeProblems(name string, te *yaml.TypeError, lines lineFinder) Problems {
 	var ps Problems
 	for _, msg := range te.Errors {
 		p := Problem{File: name, Message: msg}
 		if m := yamlLine.FindStringSubmatch(msg); m != nil {
 			p.Line, _ = strconv.Atoi(m[1])
 			p.Message = rewordYAML(m[2])
+			if !unknownField.MatchString(m[2]) {
+				p.Key = lines.keyAt(p.Line)
+			}
 		}
 		ps = append(ps, p)
 	}
@@ -228,4 +231,36 @@ func child(n *yaml.Node, step any) (*yaml.Node, int) {
 		}
 	}
 	return nil, 0
+}
+
+// keyAt returns the dotted path of the key whose value starts on line,
+// such as limits.read_timeout, or "" when there is none.
+func (f lineFinder) keyAt(line int) string {
+	if f.root == nil || len(f.root.Content) == 0 {
+		return ""
+	}
+	return findKey(f.root.Content[0], nil, line)
+}
+
+func findKey(n *yaml.Node, path []any, line int) string {
+	switch n.Kind {
+	case yaml.MappingNode:
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k, v := n.Content[i], n.Content[i+1]
+			p := append(append([]any(nil), path...), k.Value)
+			if v.Line == line && v.Kind == yaml.ScalarNode {
+				return keyName(p)
+			}
+			if found := findKey(v, p, line); found != "" {
+				return found
+			}
+		}
+	case yaml.SequenceNode:
+		for i, c := range n.Content {
+			if found := findKey(c, append(append([]any(nil), path...), i), line); found != "" {
+				return found
+			}
+		}
+	}
+	return ""
 }

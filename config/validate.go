@@ -256,6 +256,9 @@ func (v *validator) throttle(t Throttle) {
 	if t.BaseDelay < 0 || t.MaxDelay < 0 || t.Lockout < 0 || t.Window < 0 {
 		v.add(at("throttle"), "durations must not be negative")
 	}
+	if t.BaseDelay > t.MaxDelay {
+		v.add(at("throttle", "base_delay"), "base_delay %v is longer than max_delay %v", t.BaseDelay, t.MaxDelay)
+	}
 }
 
 // readable reports whether file can be opened, and adds a problem when
