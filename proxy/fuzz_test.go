@@ -74,6 +74,23 @@ func checkFuzzReplies(t *testing.T, h *harness, replies string, relayed int) {
 	}
 }
 
+// checkRelayedMatchesReplies fails unless the client got one 250 for each
+// message the upstream accepted, and no other. Only the reply to the end
+// of data carries the fake Gmail's " - gsmtp" text after a 250.
+func checkRelayedMatchesReplies(t *testing.T, replies string, relayed int) {
+	t.Helper()
+	accepted := 0
+	for _, line := range strings.Split(replies, "\r\n") {
+		if strings.HasPrefix(line, "250 ") && strings.Contains(line, " - gsmtp") {
+			accepted++
+		}
+	}
+	if accepted != relayed {
+		t.Errorf("client got %d replies of 250 to the end of data, upstream accepted %d messages; replies:\n%s",
+			accepted, relayed, replies)
+	}
+}
+
 // FuzzSMTPSession feeds a raw command stream into a session of a bridge
 // whose upstream is the fake submission server. The seeds log in, so that
 // mutations reach MAIL, DATA and BDAT.
@@ -83,7 +100,9 @@ func FuzzSMTPSession(f *testing.F) {
 		h.logs.Reset()
 		before := len(h.Gmail.Messages())
 		replies := fuzzConverse(t, h, input)
-		checkFuzzReplies(t, h, replies, len(h.Gmail.Messages())-before)
+		relayed := len(h.Gmail.Messages()) - before
+		checkFuzzReplies(t, h, replies, relayed)
+		checkRelayedMatchesReplies(t, replies, relayed)
 	})
 }
 
