@@ -119,7 +119,7 @@ func (t *tracer) feed(fromClient bool, p []byte) {
 			t.content += n
 			p = p[n:]
 			if t.chunk == 0 {
-				t.emit("client", "[BDAT chunk: "+strconv.FormatInt(t.content, 10)+" bytes]")
+				t.emit(true, "[BDAT chunk: "+strconv.FormatInt(t.content, 10)+" bytes]")
 				t.content = 0
 			}
 			continue
@@ -157,8 +157,8 @@ func (t *tracer) clientLine(line string, dropped int) {
 	case t.data:
 		if line == "." {
 			t.data = false
-			t.emit("client", "[message content: "+strconv.FormatInt(t.content, 10)+" bytes]")
-			t.emit("client", ".")
+			t.emit(true, "[message content: "+strconv.FormatInt(t.content, 10)+" bytes]")
+			t.emit(true, ".")
 			t.content = 0
 			return
 		}
@@ -166,10 +166,10 @@ func (t *tracer) clientLine(line string, dropped int) {
 		return
 	case t.auth:
 		if line == "*" {
-			t.emit("client", "*")
+			t.emit(true, "*")
 			return
 		}
-		t.emit("client", "[SASL response]")
+		t.emit(true, "[SASL response]")
 		return
 	}
 
@@ -182,7 +182,7 @@ func (t *tracer) clientLine(line string, dropped int) {
 		if ir != "" {
 			mech += " [initial response]"
 		}
-		t.emit("client", verb+" "+mech)
+		t.emit(true, verb+" "+mech)
 		return
 	case "DATA":
 		t.data = true
@@ -197,14 +197,14 @@ func (t *tracer) clientLine(line string, dropped int) {
 	if dropped > 0 {
 		line += " [" + strconv.Itoa(dropped) + " more bytes]"
 	}
-	t.emit("client", line)
+	t.emit(true, line)
 }
 
 func (t *tracer) serverLine(line string, dropped int) {
 	if dropped > 0 {
 		line += " [" + strconv.Itoa(dropped) + " more bytes]"
 	}
-	t.emit("server", line)
+	t.emit(false, line)
 	if len(line) > 3 && line[3] == '-' {
 		return
 	}
@@ -220,11 +220,20 @@ func (t *tracer) serverLine(line string, dropped int) {
 		t.startTLS = false
 		if code == "220" {
 			t.stopped = true
-			t.emit("server", "[TLS starts; the trace of this connection ends]")
+			t.emit(false, "[TLS starts; the trace of this connection ends]")
 		}
 	}
 }
 
-func (t *tracer) emit(from, line string) {
+// emit logs one line with who sent it: on the bridge's listeners the
+// client or the bridge, upstream the bridge or the upstream.
+func (t *tracer) emit(fromClient bool, line string) {
+	from := "bridge"
+	switch {
+	case fromClient && t.clientReads:
+		from = "client"
+	case !fromClient && !t.clientReads:
+		from = "upstream"
+	}
 	t.log.Log(context.Background(), slog.LevelDebug, "smtp trace", "from", from, "line", line)
 }

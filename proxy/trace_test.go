@@ -78,7 +78,7 @@ func TestTraceRedactsClientCredentials(t *testing.T) {
 		out := runTrace(t, true, steps, chunk)
 		checkNoSecret(t, out, tracePassword, plain, b64(tracePassword))
 		for _, want := range []string{
-			`line="EHLO printer"`,
+			`from=client line="EHLO printer"`,
 			`line="AUTH PLAIN [initial response]"`,
 			`line="AUTH LOGIN [initial response]"`,
 			`line="[SASL response]"`,
@@ -86,7 +86,7 @@ func TestTraceRedactsClientCredentials(t *testing.T) {
 			`line="[message content: `,
 			`line="[BDAT chunk: 40 bytes]"`,
 			`line=QUIT`,
-			`line="221 2.0.0 Bye"`,
+			`from=bridge line="221 2.0.0 Bye"`,
 		} {
 			if !strings.Contains(out, want) {
 				t.Errorf("chunks of %d: trace lacks %s:\n%s", chunk, want, out)
@@ -118,10 +118,10 @@ func TestTraceRedactsUpstreamXOAuth2(t *testing.T) {
 		out := runTrace(t, false, steps, chunk)
 		checkNoSecret(t, out, traceToken, ir, base64.StdEncoding.EncodeToString([]byte(traceToken)))
 		for _, want := range []string{
-			`line="AUTH XOAUTH2 [initial response]"`,
+			`from=bridge line="AUTH XOAUTH2 [initial response]"`,
 			`line="AUTH XOAUTH2"`,
 			`line="535 5.7.8 https://support.google.com/mail/?p=BadCredentials"`,
-			`line="235 2.7.0 Accepted"`,
+			`from=upstream line="235 2.7.0 Accepted"`,
 			`line="MAIL FROM:<scanner@example.com> BODY=8BITMIME"`,
 		} {
 			if !strings.Contains(out, want) {
