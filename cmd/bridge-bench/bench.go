@@ -108,6 +108,9 @@ type phase struct {
 	load          loadResult
 	fake, bridge  procUsage
 	bridgeRunning bool
+	// conns and logins count the connections and AUTH commands that the
+	// fake Gmail got during the run.
+	conns, logins int
 }
 
 func (b *bench) directPhase() (phase, error) {
@@ -163,6 +166,10 @@ func (b *bench) loadPhase(spec loadSpec, fake, br *child) (phase, error) {
 	if err != nil {
 		return p, err
 	}
+	countsBefore, err := fakeCounters(fake)
+	if err != nil {
+		return p, err
+	}
 	var bridgeBefore procUsage
 	if br != nil {
 		resetPeakRSS(br.pid())
@@ -178,6 +185,11 @@ func (b *bench) loadPhase(spec loadSpec, fake, br *child) (phase, error) {
 	if p.fake, err = usageSince(fake.pid(), fakeBefore); err != nil {
 		return p, err
 	}
+	counts, err := fakeCounters(fake)
+	if err != nil {
+		return p, err
+	}
+	p.conns, p.logins = counts.Conns-countsBefore.Conns, counts.Logins-countsBefore.Logins
 	if br != nil {
 		p.bridgeRunning = true
 		if p.bridge, err = usageSince(br.pid(), bridgeBefore); err != nil {
@@ -229,11 +241,24 @@ func (b *bench) startFake() (*child, fakeInfo, error) {
 	if err != nil {
 		return nil, info, err
 	}
-	if err := json.NewDecoder(stdout).Decode(&info); err != nil {
+	c.out = json.NewDecoder(stdout)
+	if err := c.out.Decode(&info); err != nil {
 		c.stop()
 		return nil, info, fmt.Errorf("fake: reading its addresses: %w\n%s", err, c.stderr)
 	}
 	return c, info, nil
+}
+
+// fakeCounters returns the counters of a fake process.
+func fakeCounters(fake *child) (fakeStats, error) {
+	var st fakeStats
+	if _, err := io.WriteString(fake.stdin, "stats\n"); err != nil {
+		return st, err
+	}
+	if err := fake.out.Decode(&st); err != nil {
+		return st, fmt.Errorf("fake: reading its counters: %w", err)
+	}
+	return st, nil
 }
 
 // startBridge writes a configuration and a store for the fake, starts

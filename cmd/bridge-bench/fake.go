@@ -1,9 +1,9 @@
 package main
 
 import (
+	"bufio"
 	"encoding/json"
 	"fmt"
-	"io"
 	"os"
 
 	"github.com/bridgemail/bridge/internal/fakegmail"
@@ -62,9 +62,27 @@ func runFake(dir string) error {
 		Scopes:       oauth.Scopes(),
 		RefreshToken: oauth.IssueRefreshToken(benchAccount),
 	}
-	if err := json.NewEncoder(os.Stdout).Encode(info); err != nil {
+	out := json.NewEncoder(os.Stdout)
+	if err := out.Encode(info); err != nil {
 		return fmt.Errorf("writing fake addresses: %w", err)
 	}
-	io.Copy(io.Discard, os.Stdin)
+	// Each line "stats" asks for the counters so far.
+	in := bufio.NewScanner(os.Stdin)
+	for in.Scan() {
+		if in.Text() != "stats" {
+			continue
+		}
+		stats := fakeStats{Conns: gmail.Conns(), Logins: gmail.AuthAttempts(), Messages: len(gmail.Messages())}
+		if err := out.Encode(stats); err != nil {
+			return fmt.Errorf("writing fake counters: %w", err)
+		}
+	}
 	return nil
+}
+
+// fakeStats are the fake Gmail's counters since it started.
+type fakeStats struct {
+	Conns    int `json:"conns"`
+	Logins   int `json:"logins"`
+	Messages int `json:"messages"`
 }

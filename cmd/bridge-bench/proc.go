@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"encoding/json"
 	"fmt"
 	"io"
 	"os"
@@ -92,6 +93,8 @@ type child struct {
 	stdin io.WriteCloser
 	// stderr keeps the child's log for errors.
 	stderr *bytes.Buffer
+	// out decodes what the fake process writes.
+	out *json.Decoder
 }
 
 // startChild starts a process with a pipe on its standard input. Unless

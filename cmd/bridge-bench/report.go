@@ -152,6 +152,9 @@ func (r *results) writeThroughput(w io.Writer) {
 	row("p50 latency", func(p phase) float64 { return float64(percentile(p.load.Latencies, 50)) }, asMS)
 	row("p99 latency", func(p phase) float64 { return float64(percentile(p.load.Latencies, 99)) }, asMS)
 	row("CPU per message, all processes", func(p phase) float64 { return float64(cpuPerMessage(p)) }, asMS)
+	asCount := func(v float64) string { return fmt.Sprintf("%.0f", v) }
+	row("logins at the fake Gmail", func(p phase) float64 { return float64(p.logins) }, asCount)
+	row("TLS connections to the fake Gmail", func(p phase) float64 { return float64(p.conns) }, asCount)
 
 	plain := func(name string, direct, bridge string) {
 		fmt.Fprintf(w, "| %s | %s | %s | |\n", name, direct, bridge)
