@@ -44,11 +44,13 @@ func benchmark(o options, stdout, stderr io.Writer) error {
 		return err
 	}
 
+	loadStart := loadAverage()
 	r, err := b.measure()
 	if err != nil {
 		return err
 	}
 	r.machine = describeMachine()
+	r.machine.loadStart, r.machine.loadEnd = loadStart, loadAverage()
 	r.opts = o
 	r.write(stdout)
 	return nil

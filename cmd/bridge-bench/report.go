@@ -53,6 +53,18 @@ type machine struct {
 	model, kernel, goVersion string
 	memory                   int64
 	date                     time.Time
+	// loadStart and loadEnd are the one-minute load averages when the
+	// benchmark started and ended, which show how busy the machine was.
+	loadStart, loadEnd string
+}
+
+// loadAverage returns the one-minute load average, or "unknown".
+func loadAverage() string {
+	data, err := os.ReadFile("/proc/loadavg")
+	if f := strings.Fields(string(data)); err == nil && len(f) > 0 {
+		return f[0]
+	}
+	return "unknown"
 }
 
 func describeMachine() machine {
@@ -89,8 +101,9 @@ func (r *results) write(w io.Writer) {
 	fmt.Fprintf(w, "Command: `go run ./cmd/bridge-bench -rounds %d -clients %d -messages %d -size %d -warm %d -big %d -idle %d`\n\n",
 		o.rounds, o.clients, o.messages, o.size, o.warm, o.big, o.idle)
 	m := r.machine
-	fmt.Fprintf(w, "Machine: %d CPUs (%s), %.1f GiB RAM, %s, %s; %s\n\n",
-		m.cpus, m.model, float64(m.memory)/(1<<30), m.kernel, m.goVersion, m.date.Format("2006-01-02 15:04 MST"))
+	fmt.Fprintf(w, "Machine: %d CPUs (%s), %.1f GiB RAM, %s, %s; %s; one-minute load average %s at the start, %s at the end\n\n",
+		m.cpus, m.model, float64(m.memory)/(1<<30), m.kernel, m.goVersion, m.date.Format("2006-01-02 15:04 MST"),
+		m.loadStart, m.loadEnd)
 
 	r.writeThroughput(w)
 	r.writeWarm(w)
@@ -179,7 +192,8 @@ func (r *results) writeThroughput(w io.Writer) {
 
 func (r *results) writeWarm(w io.Writer) {
 	fmt.Fprintf(w, "### Latency with a warm pool: 1 client, %d transactions on one session\n\n", r.opts.warm)
-	fmt.Fprintln(w, "Each is the time from MAIL to the reply to the end of data; medians of the rounds.")
+	fmt.Fprintln(w, "Each is the time from MAIL to the reply to the end of data, the median of the rounds. "+
+		"The added latency is the median of each round's difference.")
 	fmt.Fprintln(w)
 	fmt.Fprintln(w, "| | p50 | p99 |")
 	fmt.Fprintln(w, "|---|---:|---:|")
