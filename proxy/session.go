@@ -105,9 +105,9 @@ func (s *session) authenticate(username, password string) error {
 	if s.user != nil {
 		return &smtp.SMTPError{Code: 503, EnhancedCode: smtp.EnhancedCode{5, 5, 1}, Message: "Already authenticated"}
 	}
-	wait := s.srv.throttle.begin(s.remoteIP(), username)
+	wait := s.srv.throttle.begin(s.remoteIP(), username, password)
 	if wait >= 0 {
-		defer s.srv.throttle.end(s.remoteIP(), username)
+		defer s.srv.throttle.end(s.remoteIP(), username, password)
 	}
 	if wait < 0 {
 		// The start of the lockout was logged once; each attempt

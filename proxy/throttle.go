@@ -1,6 +1,9 @@
 package proxy
 
 import (
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
 	"sync"
 	"time"
 
@@ -15,41 +18,70 @@ type throttle struct {
 	// now is time.Now, or a test's clock; it is called with mu held.
 	now func() time.Time
 
+	// key is the random HMAC key of attempt ids.
+	key []byte
+
 	mu      sync.Mutex
 	entries map[string]*failures
 }
 
 type failures struct {
 	count int
-	// pending counts the checks under way, which may all fail: parallel
-	// logins must not get more checks than the lockout allows.
-	pending     int
+	// pending counts the checks under way by the username and password
+	// they try. Each different password counts against the lockout,
+	// because it may fail, so parallel logins cannot try more passwords
+	// than the lockout allows. Parallel logins with the same username and
+	// password count once: PasswordChecker hashes them once, and they try
+	// one password.
+	pending     map[attemptID]int
 	last        time.Time
 	lockedUntil time.Time
 }
 
+// attemptID is the HMAC-SHA-256 of a username and a password, under a
+// random key that never leaves the process's memory.
+type attemptID [sha256.Size]byte
+
 func newThrottle(settings func() config.Throttle) *throttle {
-	return &throttle{settings: settings, now: time.Now, entries: make(map[string]*failures)}
+	key := make([]byte, 32)
+	rand.Read(key) // never returns an error since Go 1.24
+	return &throttle{settings: settings, now: time.Now, key: key, entries: make(map[string]*failures)}
+}
+
+func (t *throttle) attempt(user, password string) attemptID {
+	mac := hmac.New(sha256.New, t.key)
+	mac.Write([]byte(user))
+	mac.Write([]byte{0})
+	mac.Write([]byte(password))
+	var id attemptID
+	mac.Sum(id[:0])
+	return id
 }
 
 func throttleKeys(ip, user string) []string {
 	return []string{"ip " + ip, "user " + user}
 }
 
-// begin returns how long to wait before checking a login, or a negative
-// duration while the client address or the username is locked out, or
-// while the checks under way could reach the lockout. Unless it returns a
-// negative duration, the caller must call end when the check is done.
-func (t *throttle) begin(ip, user string) time.Duration {
-	return t.check(ip, user, true)
+// begin returns how long to wait before checking a login of user with
+// password, or a negative duration while the client address or the
+// username is locked out, or while the checks under way of other
+// passwords could reach the lockout. Unless it returns a negative
+// duration, the caller must call end with the same arguments when the
+// check is done.
+func (t *throttle) begin(ip, user, password string) time.Duration {
+	id := t.attempt(user, password)
+	return t.check(ip, user, &id)
 }
 
-// delay returns what begin would, without counting a check under way.
+// delay returns what begin would for a password that no check under way
+// tries, without counting a check.
 func (t *throttle) delay(ip, user string) time.Duration {
-	return t.check(ip, user, false)
+	return t.check(ip, user, nil)
 }
 
-func (t *throttle) check(ip, user string, reserve bool) time.Duration {
+// check returns the wait for a login, and with id set counts its check as
+// under way.
+func (t *throttle) check(ip, user string, id *attemptID) time.Duration {
 	cfg := t.settings()
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -65,7 +97,12 @@ func (t *throttle) check(ip, user string, reserve bool) time.Duration {
 		if now.Before(f.lockedUntil) {
 			return -1
 		}
-		attempts := f.count + f.pending
+		// The checks under way of other passwords, which may fail.
+		others := len(f.pending)
+		if id != nil && f.pending[*id] > 0 {
+			others--
+		}
+		attempts := f.count + others
 		if cfg.LockoutAfter > 0 && attempts >= cfg.LockoutAfter {
 			return -1
 		}
@@ -77,7 +114,7 @@ func (t *throttle) check(ip, user string, reserve bool) time.Duration {
 			wait = max(wait, d)
 		}
 	}
-	if !reserve {
+	if id == nil {
 		return wait
 	}
 	for _, k := range keys {
@@ -86,18 +123,26 @@ func (t *throttle) check(ip, user string, reserve bool) time.Duration {
 			f = &failures{last: now}
 			t.entries[k] = f
 		}
-		f.pending++
+		if f.pending == nil {
+			f.pending = make(map[attemptID]int)
+		}
+		f.pending[*id]++
 	}
 	return wait
 }
 
 // end marks a check that begin allowed as done.
-func (t *throttle) end(ip, user string) {
+func (t *throttle) end(ip, user, password string) {
+	id := t.attempt(user, password)
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	for _, k := range throttleKeys(ip, user) {
-		if f := t.entries[k]; f != nil && f.pending > 0 {
-			f.pending--
+		f := t.entries[k]
+		if f == nil || f.pending[id] == 0 {
+			continue
+		}
+		if f.pending[id]--; f.pending[id] == 0 {
+			delete(f.pending, id)
 		}
 	}
 }
@@ -147,7 +192,7 @@ func (t *throttle) current(key string, cfg config.Throttle, now time.Time) *fail
 	if !ok {
 		return nil
 	}
-	if f.pending == 0 && now.Sub(f.last) > cfg.Window && !now.Before(f.lockedUntil) {
+	if len(f.pending) == 0 && now.Sub(f.last) > cfg.Window && !now.Before(f.lockedUntil) {
 		delete(t.entries, key)
 		return nil
 	}

@@ -228,22 +228,45 @@ func TestLockedOutLoginDoesNotTouchStore(t *testing.T) {
 
 func TestThrottleParallelChecksBounded(t *testing.T) {
 	th, _ := newClockedThrottle(testThrottle)
-	// Checks that start together, before any has failed, count against
-	// the lockout, so parallel connections cannot try more passwords.
+	// Checks of different passwords that start together, before any has
+	// failed, count against the lockout, so parallel connections cannot
+	// try more passwords.
 	allowed := 0
-	for range 60 {
-		if th.begin("192.0.2.1", "alice") >= 0 {
+	for i := range 60 {
+		if th.begin("192.0.2.1", "alice", fmt.Sprint("guess", i)) >= 0 {
 			allowed++
 		}
 	}
 	if allowed != testThrottle.LockoutAfter {
 		t.Errorf("%d parallel checks allowed, want %d", allowed, testThrottle.LockoutAfter)
 	}
-	for range allowed {
-		th.end("192.0.2.1", "alice")
+	for i := range allowed {
+		th.end("192.0.2.1", "alice", fmt.Sprint("guess", i))
 	}
 	if got := th.delay("192.0.2.1", "alice"); got != 0 {
 		t.Errorf("delay after the checks ended without failures = %v, want 0", got)
+	}
+}
+
+func TestThrottleParallelSamePasswordAllowed(t *testing.T) {
+	th, _ := newClockedThrottle(testThrottle)
+	// A client that opens many connections at once logs in with one
+	// password on each: that is one password tried, and no delay.
+	for i := range 60 {
+		if got := th.begin("192.0.2.1", "alice", "the password"); got != 0 {
+			t.Fatalf("parallel login %d with the same password: wait %v, want 0", i+1, got)
+		}
+	}
+	// A different password still counts as one more.
+	if got := th.begin("192.0.2.1", "alice", "a guess"); got < 0 {
+		t.Errorf("a second password while the first is checked: wait %v, want no lockout", got)
+	}
+	th.end("192.0.2.1", "alice", "a guess")
+	for range 60 {
+		th.end("192.0.2.1", "alice", "the password")
+	}
+	if got := th.delay("192.0.2.1", "alice"); got != 0 {
+		t.Errorf("delay after the checks ended = %v, want 0", got)
 	}
 }
 
@@ -263,7 +286,9 @@ func TestThrottleParallelLoginsEndToEnd(t *testing.T) {
 				return
 			}
 			defer c.Close()
-			pw := "wrong"
+			// Each guess is a different password; parallel logins
+			// with one password try only that one.
+			pw := fmt.Sprint("wrong", i)
 			if i == attempts-1 {
 				pw = testPassword
 			}
