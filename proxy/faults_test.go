@@ -87,7 +87,7 @@ var faultCases = []faultCase{
 	{name: "greeting 421", connecting: true, arm: gmailFault(fakegmail.Fault{Stage: fakegmail.StageGreeting, Reply: fakegmail.TryAgainLater}),
 		code: 451, logs: []string{"upstream refused the session", "Try again later"}},
 	{name: "greeting dropped", connecting: true, arm: gmailFault(fakegmail.Fault{Stage: fakegmail.StageGreeting, Drop: true}),
-		class: 4, logs: []string{"upstream unreachable", "EOF"}},
+		class: 4, logs: []string{"upstream unreachable"}},
 	{name: "greeting slow", connecting: true, arm: gmailFault(fakegmail.Fault{Stage: fakegmail.StageGreeting, Delay: faultDelay}),
 		code: 451, logs: []string{"upstream timed out"}},
 
