@@ -101,6 +101,9 @@ func (p *pool) get(ctx context.Context, prov *auth.Provider, account string, fre
 			if up := p.takeIdle(ctx, a, prov, cfg); up != nil {
 				return up, nil
 			}
+			// Closing the unusable idle connections may have dropped
+			// the account's state.
+			a = p.account(account)
 		}
 		if a.open < max(cfg.MaxConns, 1) {
 			a.open++

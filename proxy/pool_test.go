@@ -476,3 +476,26 @@ func TestLastUseWrittenOncePerInterval(t *testing.T) {
 		t.Errorf("last use not updated after the interval: %v", third.LastUsed)
 	}
 }
+
+func TestPoolExpiredIdleReplacedAtGet(t *testing.T) {
+	h := newHarness(t, bridgetest.Options{})
+	h.sendOne(t)
+	h.waitIdle(t, 1)
+
+	// The idle connection expires before the reaper sees it, so the
+	// next session closes it and dials a new one itself.
+	h.srv.pool.mu.Lock()
+	a := h.srv.pool.accounts[testAccount]
+	a.idle[0].since = time.Now().Add(-time.Hour)
+	h.srv.pool.mu.Unlock()
+
+	h.sendOne(t)
+	h.waitIdle(t, 1)
+	if n := h.Gmail.Conns(); n != 2 {
+		t.Errorf("upstream connections = %d, want 2", n)
+	}
+	// The new connection is counted against max_conns like any other.
+	if n := h.srv.pool.openCount(testAccount); n != 1 {
+		t.Errorf("open upstream connections = %d, want 1", n)
+	}
+}
