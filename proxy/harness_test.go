@@ -124,6 +124,21 @@ func (h *harness) waitIdle(t *testing.T, n int) {
 	}
 }
 
+// waitNoneInUse waits until every upstream connection of the test
+// account is back in the pool, such as after the replies to the end of
+// data of several sessions.
+func (h *harness) waitNoneInUse(t testing.TB) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for h.srv.pool.openCount(testAccount) != h.srv.pool.idleCount(testAccount) {
+		if time.Now().After(deadline) {
+			t.Fatalf("upstream connections in use = %d, want 0",
+				h.srv.pool.openCount(testAccount)-h.srv.pool.idleCount(testAccount))
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
 // dial connects a go-smtp client to the bridge.
 func (h *harness) dial(t testing.TB) *smtp.Client {
 	t.Helper()

@@ -190,6 +190,7 @@ func runSecretSessions(t *testing.T, h *harness, replies *replyRecorder) {
 	// The upstream rejects the cached access token: a refresh and a
 	// second login follow.
 	c.Reset()
+	h.waitNoneInUse(t)
 	h.OAuth.ExpireAccessTokens()
 	h.srv.pool.discardIdle(testAccount)
 	if _, err := send(c, testAccount, []string{"a@example.org"}, testMessage); err != nil {
@@ -201,6 +202,7 @@ func runSecretSessions(t *testing.T, h *harness, replies *replyRecorder) {
 		// The reply to RSET comes after the last connection went back
 		// to the pool, so the pool is emptied after it.
 		c.Reset()
+		h.waitNoneInUse(t)
 		h.OAuth.SetTokenFault(fault)
 		h.tokens.Forget(testAccount)
 		h.srv.pool.discardIdle(testAccount)
