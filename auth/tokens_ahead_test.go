@@ -203,8 +203,10 @@ func TestRefreshAheadSkipped(t *testing.T) {
 
 func TestRefreshAheadFailureKeepsToken(t *testing.T) {
 	t.Parallel()
-	env, tokens := newShortTokens(t, 2*time.Second)
-	tokens.SetRefreshAhead(800 * time.Millisecond)
+	// Due 1.6 s before expiry, which leaves a loaded machine time to read
+	// the token before it expires.
+	env, tokens := newShortTokens(t, 4*time.Second)
+	tokens.SetRefreshAhead(1600 * time.Millisecond)
 	tokens.Start()
 	first, err := tokens.AccessToken(context.Background(), env.Provider, aheadAccount)
 	if err != nil {

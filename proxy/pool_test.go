@@ -213,14 +213,14 @@ func TestPoolFreshConnectionFailureReported(t *testing.T) {
 
 func TestPoolConnectionClosedWhileIdle(t *testing.T) {
 	h := newHarness(t, bridgetest.Options{Gmail: func(o *fakegmail.Options) {
-		o.ReadTimeout = 500 * time.Millisecond
+		o.ReadTimeout = time.Second
 	}})
 	h.sendOne(t)
 	h.waitIdle(t, 1)
 
 	// The server times the idle connection out with a 421 and closes it.
 	// The pool notices before it sends anything.
-	time.Sleep(time.Second)
+	time.Sleep(1500 * time.Millisecond)
 	h.sendOne(t)
 	h.Gmail.WaitMessages(t, 2, 5*time.Second)
 	if n := h.Gmail.Conns(); n != 2 {
