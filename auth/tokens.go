@@ -241,6 +241,9 @@ func (t *Tokens) refreshLocked(ctx context.Context, e *accountTokens, providerNa
 	if tok.RefreshToken != "" && tok.RefreshToken != refreshToken {
 		// The provider rotated the refresh token and the old one no
 		// longer works: save the new one before anything else.
+		// NOTE: a crash between the provider's reply and this commit
+		// loses the new token, and the store keeps the old one; where
+		// the provider has revoked it, bridge authorize must run again.
 		if err := t.store.SetRefreshToken(account, tok.RefreshToken); err != nil {
 			t.log.Error("saving rotated refresh token; the new token is kept in memory only, so a restart will need bridge authorize",
 				"account", account, "err", err)
