@@ -117,7 +117,9 @@ func FuzzAuthPlain(f *testing.F) {
 			// An empty initial response is sent as "=".
 			ir = "="
 		}
-		replies := fuzzConverse(t, h, []byte("EHLO fuzz\r\nAUTH PLAIN "+ir+"\r\nQUIT\r\n"))
+		in := "EHLO fuzz\r\nAUTH PLAIN " + ir + "\r\nQUIT\r\n"
+		skipLongLines(t, h, in)
+		replies := fuzzConverse(t, h, []byte(in))
 		valid := string(payload) == "\x00"+testUser+"\x00"+testPassword ||
 			string(payload) == testUser+"\x00"+testUser+"\x00"+testPassword
 		checkLogin(t, h, replies, valid)
@@ -141,10 +143,26 @@ func FuzzAuthLogin(f *testing.F) {
 			in = "EHLO fuzz\r\nAUTH LOGIN =\r\n"
 		}
 		in += b64(string(password)) + "\r\nQUIT\r\n"
+		skipLongLines(t, h, in)
 		replies := fuzzConverse(t, h, []byte(in))
 		valid := string(username) == testUser && string(password) == testPassword
 		checkLogin(t, h, replies, valid)
 	})
+}
+
+// skipLongLines skips an input with a command line longer than go-smtp's
+// line limit, which ends the connection with 500 5.4.0 by design, so the
+// session cannot reach QUIT.
+func skipLongLines(t *testing.T, h *harness, in string) {
+	h.srv.mu.Lock()
+	front, _ := h.srv.listeners[0].current()
+	h.srv.mu.Unlock()
+	limit := front.smtp.MaxLineLength
+	for _, line := range strings.Split(in, "\r\n") {
+		if len(line)+2 > limit {
+			t.Skipf("line of %d octets is over the limit of %d", len(line)+2, limit)
+		}
+	}
 }
 
 func checkLogin(t *testing.T, h *harness, replies string, valid bool) {
