@@ -2,8 +2,8 @@
 // running bridge serve: JSON over HTTP on a unix socket with mode 0600.
 //
 // bbolt lets only one process open the database, so while serve runs it
-// owns the store and the CLI sends its changes here; when no server
-// runs, the CLI opens the store itself.
+// owns the store and the CLI sends its changes here. When no server runs,
+// the CLI opens the store itself.
 package admin
 
 import (

@@ -160,10 +160,10 @@ const DefaultCacheTTL = 5 * time.Minute
 // than the users one bridge serves.
 const DefaultCacheEntries = 1024
 
-// dummyHash is what a login of a user that does not exist is checked
-// against, so it costs what a wrong password costs. It is a hash of a
-// random password that was thrown away, made by HashPassword; a test
-// checks that it has HashPassword's parameters. Being a constant, it costs
+// dummyHash is the hash that a login of a user that does not exist is
+// checked against, so it costs what a wrong password costs. HashPassword
+// made it from a random password that was thrown away, and a test checks
+// that it has HashPassword's parameters. Being a constant, it costs
 // no hash, and no 19 MiB of memory, when the server starts.
 const dummyHash = "$argon2id$v=19$m=19456,t=2,p=1$3/gogHtyo7Ct14lvaDASRQ$Kvf/K1eDTfp5OYVGwgBO71WXQbPfP6S4mFk8byM4zX0"
 

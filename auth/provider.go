@@ -53,7 +53,7 @@ func NewProvider(name string, c config.Provider) (*Provider, error) {
 			return nil, fmt.Errorf("provider %s: reading CA file: %w", name, err)
 		}
 		if !roots.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("provider %s: CA file %s holds no PEM certificate", name, c.Upstream.CAFile)
+			return nil, fmt.Errorf("provider %s: CA file %s contains no PEM certificate", name, c.Upstream.CAFile)
 		}
 	}
 

@@ -36,8 +36,9 @@ func (c *XOAuth2Client) Start() (string, []byte, error) {
 	return XOAuth2, []byte("user=" + c.User + "\x01auth=Bearer " + c.Token + "\x01\x01"), nil
 }
 
-// Next answers the server's error challenge with the empty response the
-// mechanism requires, after which the server sends its final reply. A
+// Next replies to the server's error challenge with the empty response
+// that the mechanism requires, after which the server sends its final
+// reply. A
 // second challenge is a protocol error.
 func (c *XOAuth2Client) Next(challenge []byte) ([]byte, error) {
 	c.steps++

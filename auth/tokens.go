@@ -34,7 +34,7 @@ func (e *ConsentError) Error() string {
 type TokenError struct {
 	Account string
 	// Temporary is true for failures that may pass: the token endpoint
-	// is unreachable, timed out or answered 5xx or broken JSON.
+	// is unreachable, timed out, or returned 5xx or broken JSON.
 	Temporary bool
 	// Code is the OAuth error code, such as invalid_client, if the
 	// endpoint returned one.
@@ -242,8 +242,9 @@ func (t *Tokens) refreshLocked(ctx context.Context, e *accountTokens, providerNa
 		// The provider rotated the refresh token and the old one no
 		// longer works: save the new one before anything else.
 		// NOTE: a crash between the provider's reply and this commit
-		// loses the new token, and the store keeps the old one; where
-		// the provider has revoked it, bridge authorize must run again.
+		// loses the new token, and the store keeps the old one. Where the
+		// provider has revoked the old one, bridge authorize must run
+		// again.
 		if err := t.store.SetRefreshToken(account, tok.RefreshToken); err != nil {
 			t.log.Error("saving rotated refresh token; the new token is kept in memory only, so a restart will need bridge authorize",
 				"account", account, "err", err)
@@ -280,7 +281,7 @@ func classifyRefresh(account string, err error) error {
 	return &TokenError{Account: account, Temporary: true, Err: err}
 }
 
-// AccountState is what the cache knows about one account.
+// AccountState is the cached token state of one account.
 type AccountState struct {
 	Account     string
 	Expiry      time.Time

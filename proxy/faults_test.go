@@ -85,7 +85,7 @@ var faultCases = []faultCase{
 		code: 454, enhanced: smtp.EnhancedCode{4, 7, 0},
 		logs: []string{"upstream certificate did not verify", "certificate signed by unknown authority"}},
 	{name: "greeting 421", connecting: true, arm: gmailFault(fakegmail.Fault{Stage: fakegmail.StageGreeting, Reply: fakegmail.TryAgainLater}),
-		code: 451, logs: []string{"upstream refused the session", "Try again later"}},
+		code: 451, logs: []string{"upstream rejected the session", "Try again later"}},
 	{name: "greeting dropped", connecting: true, arm: gmailFault(fakegmail.Fault{Stage: fakegmail.StageGreeting, Drop: true}),
 		class: 4, logs: []string{"upstream unreachable"}},
 	{name: "greeting slow", connecting: true, arm: gmailFault(fakegmail.Fault{Stage: fakegmail.StageGreeting, Delay: faultDelay}),

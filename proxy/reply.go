@@ -125,7 +125,7 @@ func classify(err error, s *session) (*smtp.SMTPError, slog.Level, string) {
 				Code:         451,
 				EnhancedCode: smtp.EnhancedCode{4, 4, 0},
 				Message:      "Upstream is not accepting connections, try again later",
-			}, slog.LevelWarn, "upstream refused the session"
+			}, slog.LevelWarn, "upstream rejected the session"
 		}
 		if isTimeout(upErr.err) {
 			return timeoutReply, slog.LevelWarn, "upstream timed out"

@@ -1,7 +1,7 @@
-// Package proxy is the SMTP side of the bridge: it accepts submissions
-// from local clients with AUTH PLAIN or LOGIN, relays each transaction
-// command by command to the provider's submission server with XOAUTH2,
-// and turns every error into an SMTP reply in one place.
+// Package proxy is the SMTP side of the bridge. It accepts submissions
+// from local clients with AUTH PLAIN or LOGIN and relays each transaction
+// command by command to the provider's submission server with XOAUTH2.
+// One place in it turns every error into an SMTP reply.
 //
 // It implements the submission side of RFC 5321 and RFC 6409, with the
 // extensions of RFC 1870 (SIZE), 6152 (8BITMIME), 2920 (PIPELINING), 2034
@@ -74,7 +74,8 @@ type Server struct {
 	stopping  bool
 }
 
-// settings is what a reload replaces as one.
+// settings is the configuration and providers that a reload replaces
+// together.
 type settings struct {
 	cfg       *config.Config
 	providers map[string]*auth.Provider
@@ -343,9 +344,9 @@ func (l errorLog) Println(v ...any) {
 	l.write(strings.TrimSpace(fmt.Sprintln(v...)))
 }
 
-// write logs at debug level the read errors of connections that a client
-// dropped or reset, which are routine and would flood the log; anything
-// else go-smtp reports is a warning.
+// write logs go-smtp's message. Read errors of connections that a client
+// dropped or reset are routine and would flood the log, so they go to the
+// debug level. Anything else is a warning.
 func (l errorLog) write(msg string) {
 	level := slog.LevelWarn
 	if strings.HasPrefix(msg, "error handling ") &&

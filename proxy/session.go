@@ -21,9 +21,9 @@ import (
 )
 
 // session is one client connection. go-smtp calls its methods from the
-// connection's goroutine, one at a time, except that during BDAT Data runs
-// in a goroutine of its own, and RSET or a closed connection call Reset or
-// Logout while it may still run; dataMu orders those.
+// connection's goroutine, one at a time, with one exception: during BDAT,
+// Data runs in a goroutine of its own, and RSET or a closed connection may
+// call Reset or Logout while it still runs. dataMu orders those calls.
 type session struct {
 	srv    *Server
 	conn   *smtp.Conn
@@ -337,7 +337,7 @@ func (s *session) Rcpt(to string, opts *smtp.RcptOptions) error {
 
 // Data streams the message upstream as it arrives and returns the
 // upstream's reply to the end of data. The client never gets 250 unless
-// the upstream answered 250.
+// the upstream replied 250.
 func (s *session) Data(r io.Reader) error {
 	if s.user == nil {
 		return s.reply(errAuthRequired)
@@ -476,8 +476,8 @@ func (s *session) dropUpstream() {
 }
 
 // Reset ends the transaction. go-smtp calls it after every DATA, on RSET
-// and on a new EHLO. The connection goes back to the pool; one whose
-// transaction did not end with a reply to the end of data gets RSET
+// and on a new EHLO. The connection goes back to the pool. A connection
+// whose transaction did not end with a reply to the end of data gets RSET
 // first, and is closed if that fails. On a stopping server, the client
 // connection closes after the current reply.
 func (s *session) Reset() {

@@ -63,8 +63,8 @@ func throttleKeys(ip, user string) []string {
 }
 
 // begin returns how long to wait before checking a login of user with
-// password, or a negative duration while the client address or the
-// username is locked out, or while the checks under way of other
+// password. It returns a negative duration while the client address or
+// the username is locked out, or while the checks under way of other
 // passwords could reach the lockout. Unless it returns a negative
 // duration, the caller must call end with the same arguments when the
 // check is done.

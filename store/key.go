@@ -21,7 +21,7 @@ var ErrKeyPermissions = errors.New("key file is readable by group or others")
 
 // LoadOrCreateKey reads the sealing key at path, or creates the file with
 // a new random key and mode 0600 when it does not exist. A key file that
-// group or others can read is rejected, and the error says how to fix it.
+// group or others can read is rejected with an error that names the fix.
 func LoadOrCreateKey(path string) ([]byte, error) {
 	key, err := readKey(path)
 	if errors.Is(err, fs.ErrNotExist) {
@@ -50,7 +50,7 @@ func readKey(path string) ([]byte, error) {
 	key := make([]byte, KeySize+1)
 	n, _ := f.Read(key)
 	if n != KeySize {
-		return nil, fmt.Errorf("key file %s holds %d bytes, expected %d", path, n, KeySize)
+		return nil, fmt.Errorf("invalid key file %s: %d bytes, expected %d", path, n, KeySize)
 	}
 	return key[:KeySize], nil
 }

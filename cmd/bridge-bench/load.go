@@ -107,7 +107,7 @@ func (s *sender) prepareDirect() error {
 	}
 	roots := x509.NewCertPool()
 	if !roots.AppendCertsFromPEM(pem) {
-		return fmt.Errorf("%s holds no certificate", s.spec.CAFile)
+		return fmt.Errorf("%s contains no certificate", s.spec.CAFile)
 	}
 	s.tls = &tls.Config{RootCAs: roots, ServerName: "localhost", MinVersion: tls.VersionTLS12}
 

@@ -10,10 +10,10 @@ import (
 )
 
 // userRoutes adds the user management routes of the admin socket. Each
-// change takes effect at once: the proxy reads the user from the store on
-// every AUTH and at the start of every transaction, and the token cache
-// drops the cached tokens of an account whose refresh token changed or
-// went.
+// change takes effect at once, because the proxy reads the user from the
+// store on every AUTH and at the start of every transaction. The token
+// cache drops the cached tokens of an account whose refresh token changed
+// or went.
 func (d *daemon) userRoutes(mux *http.ServeMux) {
 	m := &userManager{
 		store:  d.store,

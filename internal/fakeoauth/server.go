@@ -92,11 +92,11 @@ type TokenFault int
 const (
 	// NoFault handles token requests normally.
 	NoFault TokenFault = iota
-	// ServerError answers with HTTP 500 and a text body.
+	// ServerError returns HTTP 500 and a text body.
 	ServerError
-	// BrokenJSON answers with HTTP 200 and a truncated JSON body.
+	// BrokenJSON returns HTTP 200 and a truncated JSON body.
 	BrokenJSON
-	// InvalidGrant answers every grant with invalid_grant.
+	// InvalidGrant rejects every grant with invalid_grant.
 	InvalidGrant
 )
 
